@@ -1,0 +1,33 @@
+"""statelite's device runtime: stateful step-by-step inference of recurrent models converted to TFLite.
+
+Needs only numpy, flatbuffers and a TFLite interpreter (``ai-edge-litert`` or ``tflite-runtime``); never TensorFlow.
+The workstation parts are ``statelite.train`` and ``statelite.convert`` (``pip install 'statelite[train]'``).
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import (
+    BadInputError,
+    CheckFailed,
+    IncompatibleModelError,
+    InterpreterNotFoundError,
+    ModelFormatError,
+    StateFileError,
+    StateliteError,
+)
+
+__all__ = [
+    "BadInputError",
+    "CheckFailed",
+    "IncompatibleModelError",
+    "InterpreterNotFoundError",
+    "ModelFormatError",
+    "ModelMetadata",
+    "StateFileError",
+    "StatefulRunner",
+    "StateliteError",
+    "__version__",
+    "read_metadata",
+]
