@@ -17,6 +17,8 @@ from .errors import (
     StateFileError,
     StateliteError,
 )
+from .metadata import ModelMetadata, read_metadata
+from .runner import StatefulRunner
 
 __all__ = [
     "BadInputError",

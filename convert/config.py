@@ -1,0 +1,69 @@
+"""Options of ``statelite convert``: str enums and a frozen dataclass that rejects impossible combinations."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+from statelite.errors import BadInputError
+
+
+class Quant(str, enum.Enum):
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"
+    DYNAMIC = "dynamic"
+    INT8 = "int8"
+    INT16X8 = "int16x8"
+
+
+class IO(str, enum.Enum):
+    FLOAT = "float"
+    INT8 = "int8"
+
+
+class Target(str, enum.Enum):
+    LITERT = "litert"
+    TFLITE_RUNTIME_2_14 = "tflite-runtime-2.14"
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvertConfig:
+    """How to convert a model.
+
+    Attributes:
+        quant: weight/activation quantization mode.
+        io: ``int8`` gives integer inputs and outputs (only with ``quant=int8``).
+        batch: fixed batch dimension: that many independent streams step in one call.
+        target: the interpreter the file must load on; ``tflite-runtime-2.14`` checks operator versions.
+        calibration_steps: how many time steps of the training split calibrate the integer modes.
+        golden_steps: how many test-split steps the golden trace keeps.
+        check_parity: raise ``CheckFailed`` when parity is outside the mode's tolerance.
+    """
+
+    quant: Quant = Quant.FLOAT32
+    io: IO = IO.FLOAT
+    batch: int = 1
+    target: Target = Target.LITERT
+    calibration_steps: int = 500
+    golden_steps: int = 200
+    check_parity: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "quant", Quant(self.quant))
+        object.__setattr__(self, "io", IO(self.io))
+        object.__setattr__(self, "target", Target(self.target))
+        if self.io is IO.INT8 and self.quant is not Quant.INT8:
+            raise BadInputError(f"--io int8 needs --quant int8 (integer-only graph); received quant={self.quant.value}.")
+        if not 1 <= self.batch <= 4096:
+            raise BadInputError(f"batch must be between 1 and 4096; received batch={self.batch}.")
+        if self.calibration_steps < 10:
+            raise BadInputError(f"calibration_steps must be at least 10; received calibration_steps={self.calibration_steps}.")
+        if self.golden_steps < 10:
+            raise BadInputError(f"golden_steps must be at least 10; received golden_steps={self.golden_steps}.")
+
+    def to_dict(self) -> dict:
+        return {k: (v.value if isinstance(v, enum.Enum) else v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ConvertConfig:
+        return cls(**d)

@@ -1,0 +1,235 @@
+"""Reading what is to be converted: a run folder from ``statelite train`` or a user's own ``.keras`` model.
+
+The recurrent stack is reduced to plain weights (``LayerWeights``) so the step graph can be rebuilt from constants:
+no variables, no ``While`` loop, only TFLite builtin ops.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from statelite.errors import BadInputError, ModelFormatError
+from statelite.metadata import Scaler
+
+SUPPORTED_LAYERS = ("InputLayer", "SimpleRNN", "GRU", "LSTM", "Dropout", "Dense", "TimeDistributed(Dense)")
+ACTIVATIONS = ("tanh", "sigmoid", "relu", "linear")
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerWeights:
+    """One recurrent layer's weights in Keras layout (gate order: GRU z,r,h; LSTM i,f,c,o)."""
+
+    cell: str  # gru | lstm | simplernn
+    units: int
+    kernel: np.ndarray
+    recurrent_kernel: np.ndarray
+    bias: np.ndarray | None
+    activation: str
+    recurrent_activation: str | None
+    reset_after: bool = True
+
+    @property
+    def state_kinds(self) -> tuple[str, ...]:
+        return ("h", "c") if self.cell == "lstm" else ("h",)
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseWeights:
+    kernel: np.ndarray
+    bias: np.ndarray | None
+    activation: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A model to convert with the data context the device needs."""
+
+    keras_model: object
+    layers: tuple[LayerWeights, ...]
+    head: tuple[DenseWeights, ...]
+    n_features: int
+    features: tuple[str, ...]
+    targets: tuple[str, ...]
+    horizon: int
+    scaler: Scaler
+    difference: bool
+    time_column: str | None
+    warmup_steps: int
+    calibration_rows: np.ndarray  # raw feature rows (training split) for calibration
+    parity_rows: np.ndarray  # raw feature rows (test split) for the parity proof
+    parity_truth: np.ndarray | None  # raw target rows aligned with parity_rows plus horizon following rows
+    origin: str
+
+
+def _activation_name(fn, layer_name: str) -> str:
+    name = getattr(fn, "__name__", str(fn))
+    if name not in ACTIVATIONS:
+        raise BadInputError(
+            f"layer {layer_name!r} uses activation {name!r}; statelite converts {', '.join(ACTIVATIONS)}."
+        )
+    return name
+
+
+def extract_layers(model) -> tuple[tuple[LayerWeights, ...], tuple[DenseWeights, ...], int]:
+    """The recurrent layers and dense head of a Keras model, or a clear error naming what is unsupported."""
+    import keras
+
+    recurrent: list[LayerWeights] = []
+    head: list[DenseWeights] = []
+    n_features = model.inputs[0].shape[-1]
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if isinstance(layer, keras.layers.TimeDistributed) and isinstance(layer.layer, keras.layers.Dense):
+            layer, kind = layer.layer, "Dense"
+        if kind in ("InputLayer", "Dropout"):
+            continue
+        if kind in ("GRU", "LSTM", "SimpleRNN"):
+            if head:
+                raise BadInputError(f"layer {layer.name!r} ({kind}) comes after a Dense layer; statelite converts "
+                                    f"recurrent layers followed by a Dense head.")
+            if getattr(layer, "go_backwards", False) or getattr(layer, "stateful", False):
+                raise BadInputError(
+                    f"layer {layer.name!r} ({kind}) is go_backwards or stateful=True; statelite converts forward, "
+                    f"non-stateful layers (the state is fed by the runner instead)."
+                )
+            cell = layer.cell
+            weights = [np.asarray(w, dtype=np.float32) for w in cell.get_weights()]
+            kernel, rec = weights[0], weights[1]
+            bias = weights[2] if len(weights) > 2 else None
+            recurrent.append(
+                LayerWeights(
+                    cell=kind.lower(),
+                    units=int(cell.units),
+                    kernel=kernel,
+                    recurrent_kernel=rec,
+                    bias=bias,
+                    activation=_activation_name(cell.activation, layer.name),
+                    recurrent_activation=(
+                        _activation_name(cell.recurrent_activation, layer.name) if kind != "SimpleRNN" else None
+                    ),
+                    reset_after=bool(getattr(cell, "reset_after", True)),
+                )
+            )
+            continue
+        if kind == "Dense":
+            if not recurrent:
+                raise BadInputError(f"layer {layer.name!r} (Dense) comes before any recurrent layer; statelite "
+                                    f"converts recurrent layers followed by a Dense head.")
+            w = [np.asarray(v, dtype=np.float32) for v in layer.get_weights()]
+            head.append(DenseWeights(w[0], w[1] if len(w) > 1 else None, _activation_name(layer.activation, layer.name)))
+            continue
+        raise BadInputError(
+            f"layer {layer.name!r} is a {kind}, which statelite cannot convert. Supported layers: "
+            f"{', '.join(SUPPORTED_LAYERS)}."
+        )
+    if not recurrent:
+        raise BadInputError(f"the model has no recurrent layer; expected SimpleRNN, GRU or LSTM layers. "
+                            f"Received layers: {[type(l).__name__ for l in model.layers]}.")
+    return tuple(recurrent), tuple(head), int(n_features)
+
+
+def _load_keras(path: Path):
+    import keras
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises many types for a bad file
+        raise ModelFormatError(f"could not load the Keras model {path}: {type(exc).__name__}: {exc}") from None
+
+
+def load_source(path, seed: int = 0) -> Source:
+    """Load a run folder (``run.json``, ``model.keras``, ``series.npz``) or a bare ``.keras`` file.
+
+    A bare ``.keras`` model has no scaler and no data: it is taken to work in its own units, its outputs are named
+    ``y0``, ``y1``, ... with horizon 1, and calibration and parity use a seeded random stream.
+
+    Raises:
+        BadInputError: the path is neither, or the model has unsupported layers.
+        ModelFormatError: a file in the run folder is missing or corrupt.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return _load_run(path)
+    if path.suffix == ".keras" and path.is_file():
+        return _load_bare(path, seed)
+    raise BadInputError(
+        f"expected a run folder from 'statelite train' (with run.json) or a .keras model file; received {path}"
+        + (" (not found)." if not path.exists() else ".")
+    )
+
+
+def _load_run(run_dir: Path) -> Source:
+    run_json = run_dir / "run.json"
+    try:
+        run = json.loads(run_json.read_text())
+    except FileNotFoundError:
+        raise BadInputError(f"{run_dir} is not a run folder: no run.json. Expected the --out folder of 'statelite train'.") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelFormatError(f"{run_json} is not valid JSON ({exc}); train again or restore the file.") from None
+    try:
+        with np.load(run_dir / "series.npz", allow_pickle=False) as z:
+            features = np.asarray(z["features"], dtype=np.float64)
+            targets = np.asarray(z["targets"], dtype=np.float64)
+    except FileNotFoundError:
+        raise ModelFormatError(f"{run_dir} has no series.npz; the converter needs the training data. Train again.") from None
+    except Exception as exc:
+        raise ModelFormatError(f"{run_dir / 'series.npz'} is unreadable ({type(exc).__name__}: {exc}).") from None
+    try:
+        data, split, scaler = run["data"], run["split"], run["scaler"]
+        model_file = run_dir / run["model"]["file"]
+        horizon, window = int(run["horizon"]), int(run["window"])
+        difference = bool(run["difference"])
+    except (KeyError, TypeError) as exc:
+        raise ModelFormatError(f"{run_json} lacks field {exc}; it was not written by this statelite's 'train'.") from None
+    model = _load_keras(model_file)
+    layers, head, n_features = extract_layers(model)
+    a, b = split["train"][1], split["test"][0]
+    test = slice(b, features.shape[0])
+    truth = targets[test]
+    return Source(
+        keras_model=model,
+        layers=layers,
+        head=head,
+        n_features=n_features,
+        features=tuple(data["features"]),
+        targets=tuple(data["targets"]),
+        horizon=horizon,
+        scaler=Scaler.from_dict(scaler),
+        difference=difference,
+        time_column=data.get("time_column"),
+        warmup_steps=int(run.get("burn_in", window)),
+        calibration_rows=features[:a],
+        parity_rows=features[test],
+        parity_truth=truth,
+        origin=str(run_dir),
+    )
+
+
+def _load_bare(path: Path, seed: int) -> Source:
+    model = _load_keras(path)
+    layers, head, n_features = extract_layers(model)
+    n_out = int(head[-1].kernel.shape[1]) if head else layers[-1].units
+    rng = np.random.default_rng(seed)
+    stream = np.cumsum(rng.normal(0, 0.3, (1500, n_features)), axis=0) * 0.1 + rng.normal(0, 1, (1500, n_features))
+    ident = Scaler("none", (0.0,) * n_features, (1.0,) * n_features, (0.0,) * n_out, (1.0,) * n_out)
+    return Source(
+        keras_model=model,
+        layers=layers,
+        head=head,
+        n_features=n_features,
+        features=tuple(f"x{i}" for i in range(n_features)),
+        targets=tuple(f"y{i}" for i in range(n_out)),
+        horizon=1,
+        scaler=ident,
+        difference=False,
+        time_column=None,
+        warmup_steps=20,
+        calibration_rows=stream[:1000].astype(np.float64),
+        parity_rows=stream[1000:].astype(np.float64),
+        parity_truth=None,
+        origin=str(path),
+    )
