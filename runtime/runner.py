@@ -178,6 +178,22 @@ class StatefulRunner:
             prev = None if np.isnan(v).all() else v.copy()
         self._feed, self._prev = feed, prev
 
+    def save_state(self, path) -> None:
+        """Save the state atomically (temporary file, fsync, rename), tagged with this model's hash."""
+        from .state_file import save_state
+
+        save_state(path, self.state, self.model_sha256)
+
+    def load_state(self, path) -> None:
+        """Load a state saved by ``save_state`` for this same model file.
+
+        Raises:
+            StateFileError: truncated or corrupt file, another model's state, or wrong shapes.
+        """
+        from .state_file import load_state
+
+        self.state = load_state(path, self.model_sha256, {k: v.shape for k, v in self.state.items()})
+
     # -- stepping ------------------------------------------------------------------------------------------------
 
     def _coerce(self, x) -> np.ndarray:
