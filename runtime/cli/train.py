@@ -1,0 +1,82 @@
+"""``statelite train``: parse the options, build a ``TrainConfig``, call ``statelite.train.train``, print a summary.
+
+TensorFlow is imported inside the command, so ``statelite --help`` stays fast and works without the extra.
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+_CELLS = ("gru", "lstm", "simplernn")
+
+
+def _split_columns(ctx, param, values):
+    names = [name.strip() for value in values for name in value.split(",")]
+    return tuple(name for name in names if name) or None
+
+
+@click.command()
+@click.argument("data", required=False, type=click.Path(dir_okay=False))
+@click.option("--target", "targets", multiple=True, metavar="COL", help="Column to forecast; repeat for several.")
+@click.option(
+    "--features", multiple=True, callback=_split_columns, metavar="COL,...",
+    help="Model input columns (comma-separated or repeated). Default: the targets.",
+)
+@click.option("--time-column", metavar="COL", help="Timestamps, kept for plots and series.npz; not a model input.")
+@click.option("--cell", type=click.Choice(_CELLS), help="Recurrent cell.  [default: gru]")
+@click.option("--units", type=int, help="Units per recurrent layer.  [default: 32]")
+@click.option("--layers", type=int, help="Stacked recurrent layers, 1-4.  [default: 1]")
+@click.option("--dropout", type=float, help="Dropout after each recurrent layer.  [default: 0]")
+@click.option("--window", type=int, help="Training chunk and windowed-evaluation length, in rows.  [default: 52]")
+@click.option("--horizon", type=int, help="Steps ahead forecast at every step.  [default: 4]")
+@click.option("--burn-in", type=int, help="Unsupervised warm-up steps at the start of each chunk.  [default: window/4]")
+@click.option("--scaler", type=click.Choice(("standard", "minmax")), help="Scaling to model units.  [default: standard]")
+@click.option("--fill", type=click.Choice(("interpolate", "ffill")), help="Fill missing cells.  [default: error on them]")
+@click.option("--difference/--no-difference", default=None, help="Model steps (X_t - X_{t-1}) instead of levels.")
+@click.option("--season", type=int, metavar="P", help="Season length in rows, for the seasonal-naive baseline.")
+@click.option("--epochs", type=int, help="Most epochs; early stopping may end sooner.  [default: 40]")
+@click.option("--batch-size", type=int, help="Chunks per batch.  [default: 32]")
+@click.option("--learning-rate", type=float, help="Adam learning rate.  [default: 0.003]")
+@click.option("--patience", type=int, help="Epochs without a better val loss before stopping.  [default: 6]")
+@click.option("--val-fraction", type=float, help="Validation share of the rows (after train).  [default: 0.15]")
+@click.option("--test-fraction", type=float, help="Test share of the rows (the last ones).  [default: 0.15]")
+@click.option("--seed", type=int, help="Seed for weights, chunk order and dropout.  [default: 0]")
+@click.option("--out", required=True, type=click.Path(file_okay=False), metavar="RUN_DIR", help="Run folder to write.")
+@click.option("--quiet", "-q", is_flag=True, help="No per-epoch progress lines.")
+def train(data, quiet, **options):
+    """Train a recurrent forecaster for streaming and write a run folder.
+
+    DATA is a CSV with a header row. Without DATA the bundled Mauna Loa weekly CO2 series is used with a preset
+    (target co2, time column date, --fill interpolate, --difference, --season 52); any option given overrides it.
+
+    The run folder holds model.keras, run.json (config, scaler, split, test metrics), series.npz, history.csv,
+    loss.png and forecast.png; 'statelite convert RUN_DIR' reads it.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF C++ log noise is not for users
+    from statelite.train import TrainConfig
+    from statelite.train import train as run_training
+
+    given = {key: value for key, value in options.items() if value not in (None, ())}
+    config = TrainConfig.co2(**given) if data is None else TrainConfig(data=data, **given)
+    result = run_training(config, log=None if quiet else click.echo)
+
+    m = result.metrics
+    test = m["test"]
+    names = ", ".join(config.targets)
+    click.echo(
+        f"trained {config.cell.value} {config.layers}x{config.units} on {config.source} ({names}, horizon "
+        f"{config.horizon}) in {result.seconds:.1f}s: {m['epochs_run']} epochs, best val loss "
+        f"{m['best_val_loss']:.4f} at epoch {m['best_epoch']}"
+    )
+    rows = [("windowed", test["windowed"]), ("streaming", test["streaming"]), ("persistence", test["persistence"])]
+    if test["seasonal_naive"] is not None:
+        rows.append(("seasonal naive", test["seasonal_naive"]))
+    click.echo(f"test split, {test['positions']} positions, raw units:")
+    for label, figures in rows:
+        click.echo(f"  {label:<15} RMSE {figures['rmse']:.4f}  MAE {figures['mae']:.4f}")
+    click.echo(f"run folder: {result.run_dir}")
+
+
+COMMANDS = [train]
