@@ -139,7 +139,8 @@ def convert(model_path, out, config: ConvertConfig = ConvertConfig(), log=print)
     runner = statelite.StatefulRunner(out, backend="litert", allow_nonfinite=True)
     xs = rows if config.batch == 1 else np.repeat(rows[:, None], config.batch, axis=1)
     tflite_y = runner.run(xs)
-    metrics = parity_mod.parity_metrics(tflite_y, keras_y, transform, source.parity_truth, source.horizon)
+    scale = parity_mod.normalising_scale(transform, keras_y, scaled=source.scaler.kind != "none")
+    metrics = parity_mod.parity_metrics(tflite_y, keras_y, scale, source.parity_truth, source.horizon)
     problems = parity_mod.violations(config.quant, metrics, check_forecast=source.parity_truth is not None)
     tol = parity_mod.TOLERANCES[config.quant]
     parity = {"tolerance": tol, "passed": not problems, **metrics}
@@ -148,7 +149,7 @@ def convert(model_path, out, config: ConvertConfig = ConvertConfig(), log=print)
     _write_atomic(out, final)
     golden = golden_path_for(out)
     n = min(config.golden_steps, len(rows))
-    _write_golden(golden, final, metadata, rows[:n], keras_y[:n], tol)
+    _write_golden(golden, final, metadata, rows[:n], keras_y[:n], scale, tol)
     table = parity_mod.format_table(metrics, config.quant)
     log(f"parity over the test split ({'PASS' if not problems else 'FAIL'}):\n{table}")
     log(f"wrote {out} ({len(final)} bytes) and {golden}")
@@ -166,7 +167,9 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _write_golden(path: Path, model: bytes, md: ModelMetadata, x: np.ndarray, y: np.ndarray, tol: dict) -> None:
+def _write_golden(
+    path: Path, model: bytes, md: ModelMetadata, x: np.ndarray, y: np.ndarray, scale: np.ndarray, tol: dict
+) -> None:
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(
         tmp,
@@ -175,7 +178,7 @@ def _write_golden(path: Path, model: bytes, md: ModelMetadata, x: np.ndarray, y:
         quant=np.str_(md.quant),
         x=x.astype(np.float32),
         y_keras=y.astype(np.float32),
-        target_scale=np.asarray(md.scaler.target_scale, np.float64),
+        target_scale=np.asarray(scale, np.float64),
         tol_max_abs=np.float64(tol["max_abs"]),
         tol_rmse=np.float64(tol["rmse"]),
     )

@@ -57,14 +57,26 @@ def _rmse(a: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(a)))) if a.size else float("nan")
 
 
+def normalising_scale(transform: Transform, keras_y: np.ndarray, scaled: bool) -> np.ndarray:
+    """Per-target scale that errors are divided by: the scaler's target scale, or for a model without a scaler
+    (a bare ``.keras`` file in its own units) the spread of its outputs over the parity stream."""
+    if scaled:
+        return transform.t_scale.astype(np.float64)
+    spread = keras_y.reshape(-1, keras_y.shape[-1]).std(axis=0)
+    return np.where(spread > 1e-12, spread, 1.0)
+
+
 def parity_metrics(
-    tflite_y: np.ndarray, keras_y: np.ndarray, transform: Transform, truth: np.ndarray | None, horizon: int
+    tflite_y: np.ndarray, keras_y: np.ndarray, scale: np.ndarray, truth: np.ndarray | None, horizon: int
 ) -> dict:
-    """Metrics of one stream: TFLite (steps, [batch,] horizon, targets) against Keras (steps, horizon, targets)."""
+    """Metrics of one stream: TFLite (steps, [batch,] horizon, targets) against Keras (steps, horizon, targets).
+
+    ``scale`` (per target) turns raw errors into the normalised ones the tolerances are stated in.
+    """
     if tflite_y.ndim == keras_y.ndim + 1:  # batched model: every lane ran the same stream
         keras_y = np.broadcast_to(keras_y[:, None], tflite_y.shape)
     err = (tflite_y - keras_y).astype(np.float64)
-    norm = err / transform.t_scale.astype(np.float64)
+    norm = err / scale
     n = len(err)
     tenth = max(n // 10, 1)
     per_step = np.abs(norm).reshape(n, -1).mean(axis=1)

@@ -1,0 +1,78 @@
+"""``statelite convert`` and ``statelite quickstart``: workstation commands that need TensorFlow (imported inside)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+_QUANTS = ("float32", "float16", "dynamic", "int8", "int16x8")
+
+
+@click.command()
+@click.argument("model", type=click.Path())
+@click.option("--quant", type=click.Choice(_QUANTS), default="float32", show_default=True, help="Quantization mode.")
+@click.option("--io", type=click.Choice(("float", "int8")), default="float", show_default=True,
+              help="Input/output dtype; int8 (with --quant int8) for integer-only targets.")
+@click.option("--batch", type=int, default=1, show_default=True, help="Independent streams stepped per call.")
+@click.option("--target", type=click.Choice(("litert", "tflite-runtime-2.14")), default="litert", show_default=True,
+              help="Interpreter the file must load on; tflite-runtime-2.14 checks operator versions.")
+@click.option("--golden-steps", type=int, default=200, show_default=True, help="Test-split steps in the golden trace.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), metavar="MODEL.tflite", help="File to write.")
+def convert(model, quant, io, batch, target, golden_steps, out):
+    """Convert a run folder (or a .keras model) to a one-step TFLite graph with named state.
+
+    Prints the parity table of the .tflite against the Keras model over the whole test split (exit 1 when it is
+    outside the mode's tolerance) and writes MODEL.golden.npz beside the model for 'statelite verify'.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from statelite.convert import ConvertConfig
+    from statelite.convert import convert as run_convert
+
+    config = ConvertConfig(quant=quant, io=io, batch=batch, target=target, golden_steps=golden_steps)
+    run_convert(model, out, config, log=click.echo)
+
+
+@click.command()
+@click.option("--out", default="quickstart", show_default=True, type=click.Path(file_okay=False), help="Folder to fill.")
+@click.option("--epochs", type=int, help="Override the preset's most epochs (a smaller number runs faster).")
+def quickstart(out, epochs):
+    """Train on the bundled CO2 data, convert (float32, int8), verify and bench both, and print a summary."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from statelite.bench import bench
+    from statelite.convert import ConvertConfig
+    from statelite.convert import convert as run_convert
+    from statelite.train import TrainConfig
+    from statelite.train import train as run_training
+    from statelite.verify import verify
+
+    out = Path(out)
+    click.echo(f"== train (bundled Mauna Loa CO2) -> {out / 'run'}")
+    overrides = {"epochs": epochs} if epochs else {}
+    result = run_training(TrainConfig.co2(out=str(out / "run"), **overrides), log=click.echo)
+    test = result.metrics["test"]
+    rows = []
+    for quant in ("float32", "int8"):
+        path = out / f"co2_{quant}.tflite"
+        click.echo(f"== convert {quant} -> {path}")
+        conv = run_convert(out / "run", path, ConvertConfig(quant=quant), log=click.echo)
+        click.echo(f"== verify {path}")
+        report = verify(path)
+        click.echo(f"== bench {path}")
+        b = bench(path, steps=2000, warmup=200)
+        rows.append((quant, conv, report, b))
+    click.echo("\nsummary (test split, raw units: ppm CO2)")
+    click.echo(f"  keras   windowed RMSE {test['windowed']['rmse']:.4f}  streaming RMSE {test['streaming']['rmse']:.4f}  "
+               f"persistence RMSE {test['persistence']['rmse']:.4f}")
+    header = f"  {'model':<8} {'size':>8} {'forecast RMSE':>14} {'max abs vs keras':>17} {'verify':>7} {'median us/step':>15}"
+    click.echo(header)
+    for quant, conv, report, b in rows:
+        click.echo(
+            f"  {quant:<8} {conv.path.stat().st_size:>8} {conv.parity.get('forecast_rmse_tflite', float('nan')):>14.4f} "
+            f"{conv.parity['max_abs']:>17.3g} {'PASS' if report.passed else 'FAIL':>7} {b.median_us:>15.1f}"
+        )
+    click.echo(f"artifacts in {out}/")
+
+
+COMMANDS = [convert, quickstart]
