@@ -121,7 +121,7 @@ def convert(model_path, out, config: ConvertConfig = ConvertConfig(), log=print)
     shapes = {n: (config.batch, source.layers[int(n.split("_")[1])].units) for n in names}
     samples = None
     if config.quant in (Quant.INT8, Quant.INT16X8):
-        cal = transform.sequence_inputs(source.calibration_rows.astype(np.float32))
+        cal = transform.sequence_inputs(source.calibration_rows.astype(np.float64))
         samples = calibration_samples(step_fn, shapes, cal, config.batch, config.calibration_steps)
     log(f"converting {source.origin} -> {out} (quant={config.quant.value}, io={config.io.value}, batch={config.batch})")
     model = to_tflite(step_fn, config, samples)
@@ -130,7 +130,7 @@ def convert(model_path, out, config: ConvertConfig = ConvertConfig(), log=print)
     check_target(info, config.target, config.quant)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    rows = source.parity_rows.astype(np.float32)
+    rows = source.parity_rows.astype(np.float64)
     keras_y = transform.outputs(
         parity_mod.keras_sequence_outputs(source.keras_model, transform.sequence_inputs(rows)), rows
     )
@@ -176,8 +176,8 @@ def _write_golden(
         format_version=np.int64(GOLDEN_FORMAT_VERSION),
         model_sha256=np.str_(hashlib.sha256(model).hexdigest()),
         quant=np.str_(md.quant),
-        x=x.astype(np.float32),
-        y_keras=y.astype(np.float32),
+        x=x.astype(np.float64),
+        y_keras=y.astype(np.float64),
         target_scale=np.asarray(scale, np.float64),
         tol_max_abs=np.float64(tol["max_abs"]),
         tol_rmse=np.float64(tol["rmse"]),

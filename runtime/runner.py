@@ -150,7 +150,7 @@ class StatefulRunner:
         out = {p.spec.name: p.to_real(q) for p, q in zip(self._pairs, self._feed)}
         if self.metadata.difference:
             shape = self._x_shape
-            out[PREV_KEY] = np.full(shape, np.nan, np.float32) if self._prev is None else self._prev.copy()
+            out[PREV_KEY] = np.full(shape, np.nan) if self._prev is None else self._prev.copy()
         return out
 
     @state.setter
@@ -172,7 +172,7 @@ class StatefulRunner:
             feed.append(p.from_real(v))
         prev = None
         if self.metadata.difference:
-            v = np.asarray(values[PREV_KEY], dtype=np.float32)
+            v = np.asarray(values[PREV_KEY], dtype=np.float64)
             if v.shape != self._x_shape:
                 raise BadInputError(f"state {PREV_KEY!r} must have shape {self._x_shape}; received shape {v.shape}.")
             prev = None if np.isnan(v).all() else v.copy()
@@ -197,7 +197,7 @@ class StatefulRunner:
     # -- stepping ------------------------------------------------------------------------------------------------
 
     def _coerce(self, x) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32)
+        x = np.asarray(x, dtype=np.float64)
         if x.shape != self._x_shape:
             if x.size == self._x_shape[1] * self.batch and x.ndim <= 2 and (self.batch == 1 or x.ndim == 2):
                 x = x.reshape(self._x_shape)
@@ -251,11 +251,11 @@ class StatefulRunner:
         Returns:
             ``(steps, horizon, targets)`` (``(steps, batch, horizon, targets)`` for a batched model).
         """
-        xs = np.asarray(xs, dtype=np.float32)
+        xs = np.asarray(xs, dtype=np.float64)
         want = (self._x_shape[1],) if self.batch == 1 else self._x_shape
         if xs.ndim != len(want) + 1 or xs.shape[1:] != want:
             raise BadInputError(f"xs must have shape (steps, {', '.join(map(str, want))}); received shape {xs.shape}.")
-        return np.stack([self.step(x) for x in xs]) if len(xs) else np.zeros((0,) + self.output_shape, np.float32)
+        return np.stack([self.step(x) for x in xs]) if len(xs) else np.zeros((0,) + self.output_shape)
 
     @property
     def output_shape(self) -> tuple[int, ...]:

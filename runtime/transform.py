@@ -23,10 +23,12 @@ class Transform:
         self.difference = difference
         self.horizon = horizon
         self.n_targets = len(targets)
-        self.f_offset = np.asarray(s.feature_offset, dtype=np.float32)
-        self.f_inv_scale = (1.0 / np.asarray(s.feature_scale, dtype=np.float64)).astype(np.float32)
-        self.t_offset = np.asarray(s.target_offset, dtype=np.float32)
-        self.t_scale = np.asarray(s.target_scale, dtype=np.float32)
+        # Raw values stay float64 until they are in model units: CO2 at 370 ppm has a float32 step of 3e-5,
+        # as large as the whole float32 parity error of the graph.
+        self.f_offset = np.asarray(s.feature_offset, dtype=np.float64)
+        self.f_inv_scale = 1.0 / np.asarray(s.feature_scale, dtype=np.float64)
+        self.t_offset = np.asarray(s.target_offset, dtype=np.float64)
+        self.t_scale = np.asarray(s.target_scale, dtype=np.float64)
         # Forecasts broadcast over (..., horizon, targets).
         self._y_shape = (self.horizon, self.n_targets)
         if self.difference:
@@ -46,11 +48,11 @@ class Transform:
         """Model input for raw rows ``x`` (..., features) given the previous raw rows (None at a stream's start)."""
         if self.difference:
             x = x - (x if prev is None else prev)
-        return ((x - self.f_offset) * self.f_inv_scale).astype(np.float32, copy=False)
+        return ((x - self.f_offset) * self.f_inv_scale).astype(np.float32)
 
     def outputs(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """Raw forecasts (..., horizon, targets) from model outputs (..., horizon*targets) and current raw rows."""
-        y = y.reshape(y.shape[:-1] + self._y_shape) * self.t_scale + self.t_offset
+        """Raw float64 forecasts (..., horizon, targets) from model outputs (..., horizon*targets) and raw rows."""
+        y = y.astype(np.float64).reshape(y.shape[:-1] + self._y_shape) * self.t_scale + self.t_offset
         if self.difference:
             y = np.cumsum(y, axis=-2) + x[..., None, self.target_index]
         return y

@@ -23,7 +23,7 @@ MODES = [q.value for q in Quant]
 def _keras_reference(model_path):
     source = load_source(model_path)
     transform = Transform(source.scaler, source.difference, source.features, source.targets, source.horizon)
-    rows = source.parity_rows.astype(np.float32)
+    rows = source.parity_rows.astype(np.float64)
     ref = transform.outputs(parity_mod.keras_sequence_outputs(source.keras_model, transform.sequence_inputs(rows)), rows)
     return rows, ref, parity_mod.normalising_scale(transform, ref, scaled=source.scaler.kind != "none")
 
