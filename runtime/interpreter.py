@@ -55,13 +55,19 @@ def load_backend(backend: str = "auto"):
 _OP_ERROR = re.compile(r"builtin opcode '(\w+)' version '(\d+)'")
 
 
+def min_runtime_version(info) -> str | None:
+    """The converter's own record of the oldest TFLite runtime that loads the model (``min_runtime_version``)."""
+    raw = info.metadata.get("min_runtime_version")
+    return raw.split(b"\0", 1)[0].decode("ascii", "replace") or None if raw else None
+
+
 def create_interpreter(
-    interpreter_cls, backend: str, model: bytes, source: str, num_threads: int | None, made_with: str | None = None
+    interpreter_cls, backend: str, model: bytes, source: str, num_threads: int | None, needs: str | None = None
 ):
     """Create and allocate an interpreter for ``model``, translating load failures into statelite errors.
 
-    ``made_with`` is the TensorFlow version that converted the model: its interpreter is known to load every
-    operator version the model uses, so an error can name it.
+    ``needs`` is the model's ``min_runtime_version`` (written by the TFLite converter), so an error can say which
+    interpreter version would load it.
     """
     try:
         it = interpreter_cls(model_content=model, num_threads=num_threads)
@@ -72,11 +78,7 @@ def create_interpreter(
         match = _OP_ERROR.search(text)
         if match:
             op, version = match.group(1), int(match.group(2))
-            newer = (
-                f"the interpreter of TensorFlow {made_with} (which converted it) or a newer LiteRT"
-                if made_with
-                else "a newer interpreter"
-            )
+            newer = f"TFLite runtime {needs} or newer (the model's min_runtime_version)" if needs else "a newer interpreter"
             raise IncompatibleModelError(
                 f"{source} uses operator {op} version {version}, which this interpreter ({backend} "
                 f"{backend_version(backend)}) cannot run; {newer} would load it (pip install -U ai-edge-litert). "

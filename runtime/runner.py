@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from .errors import BadInputError, ModelFormatError
-from .interpreter import backend_version, create_interpreter, load_backend
+from .interpreter import backend_version, create_interpreter, load_backend, min_runtime_version
 from .metadata import ModelMetadata, StateSpec, metadata_from_file, read_model_file
 from .transform import Transform
 
@@ -81,7 +81,7 @@ class StatefulRunner:
         self.backend_version = backend_version(self.backend)
         self.allow_nonfinite = allow_nonfinite
         self._it = create_interpreter(
-            interpreter_cls, self.backend, data, self.path, num_threads, md.versions.get("tensorflow")
+            interpreter_cls, self.backend, data, self.path, num_threads, min_runtime_version(info)
         )
         signatures = {s.key: s for s in info.signatures}
         sig = signatures.get(md.signature_key)

@@ -1,0 +1,171 @@
+"""The device commands: ``run``, ``verify``, ``bench``, ``inspect``. They parse options and call the library.
+
+Nothing here imports TensorFlow: these run on a Raspberry Pi with numpy and a TFLite interpreter only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+
+import click
+
+from ..errors import BadInputError, CheckFailed
+
+_BACKENDS = ("auto", "litert", "tflite-runtime", "tensorflow")
+
+_backend_option = click.option(
+    "--backend",
+    type=click.Choice(_BACKENDS),
+    default="auto",
+    show_default=True,
+    envvar="STATELITE_BACKEND",
+    help="TFLite interpreter: auto tries litert, then tflite-runtime, then tensorflow.  [env: STATELITE_BACKEND]",
+)
+
+
+def _silence_stdout() -> None:
+    # The reader went away: point stdout at /dev/null so Python's flush at exit does not fail with a second error.
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
+    except (OSError, ValueError, AttributeError):  # no file descriptor (e.g. under CliRunner): nothing to flush
+        pass
+
+
+class _Stop(KeyboardInterrupt):
+    """SIGTERM (systemd stop, docker stop): end the stream as Ctrl-C does, with the state saved."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Stop()
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--input", "-i", "input_path", default="-", show_default=True, metavar="FILE|-", help="CSV rows to forecast.")
+@click.option("--output", "-o", "output_path", default="-", show_default=True, metavar="FILE|-", help="Where forecasts go.")
+@click.option("--state", "state_path", metavar="FILE", help="Resume from this state file if it exists; save to it.")
+@click.option("--save-every", type=int, default=100, show_default=True, metavar="K", help="Save the state every K rows.")
+@click.option("--reset-every", type=int, metavar="N", help="Reset the state to zero every N rows.")
+@click.option("--no-header", is_flag=True, help="The input has no header: each row is the features, in model order.")
+@click.option("--strict", is_flag=True, help="Stop (exit 2) at the first bad row instead of skipping it.")
+@click.option("--threads", type=int, metavar="T", help="Interpreter threads.  [default: the interpreter's]")
+@_backend_option
+def run(model, input_path, output_path, state_path, save_every, reset_every, no_header, strict, threads, backend):
+    """Forecast a CSV stream row by row, carrying the recurrent state.
+
+    Rows are read as they arrive (a file, or stdin with '-'); each forecast line is written and flushed at once.
+    With a header row the model's feature columns are picked by name, and its time column, when present, is passed
+    through. Output: [time,]row,<target>_t+1..t+H in raw units, where row is the input line number.
+
+    A bad row (empty or non-numeric value, NaN, wrong column count) is reported on stderr with its line number and
+    skipped without touching the state. With --state the state is loaded at start when the file exists, saved
+    atomically every K rows and at the end, including on Ctrl-C or SIGTERM.
+    """
+    from ..runner import StatefulRunner
+    from ..stream import StreamConfig, run_stream
+
+    config = StreamConfig(state_path, save_every, reset_every, header=not no_header, strict=strict)
+    runner = StatefulRunner(model, backend=backend, num_threads=threads)
+    if input_path == "-":
+        source, source_name = sys.stdin, "stdin"
+        try:
+            source.reconfigure(errors="replace")
+        except (AttributeError, ValueError):
+            pass
+    else:
+        try:
+            source = open(input_path, newline="", encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise BadInputError(f"cannot read the input {input_path}: {exc.strerror or exc}.") from None
+        source_name = input_path
+    try:
+        sink = sys.stdout if output_path == "-" else open(output_path, "w", newline="", encoding="utf-8")
+    except OSError as exc:
+        raise BadInputError(f"cannot write the output {output_path}: {exc.strerror or exc}.") from None
+    previous = None
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        result = run_stream(runner, source, sink, config, errors=sys.stderr, source_name=source_name)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        if source is not sys.stdin:
+            source.close()
+        if sink is not sys.stdout:
+            try:
+                sink.close()
+            except BrokenPipeError:
+                pass
+    if result.output_closed:
+        if sink is sys.stdout:
+            _silence_stdout()
+        return
+    parts = [f"{result.rows} rows forecast"]
+    if result.skipped:
+        parts.append(f"{result.skipped} bad rows skipped")
+    if state_path:
+        parts.append(("resumed from and " if result.resumed else "") + f"state saved to {state_path}")
+    if result.interrupted:
+        parts.insert(0, "stopped")
+    click.echo("statelite run: " + ", ".join(parts), err=True)
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--golden", metavar="FILE", help="Golden trace.  [default: <stem>.golden.npz beside MODEL]")
+@click.option("--junit", metavar="FILE", help="Also write the result as JUnit XML (for CI and fleet dashboards).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_backend_option
+def verify(model, golden, junit, as_json, backend):
+    """Check the model's accuracy on this device against its golden trace.
+
+    Steps a fresh runner through the golden inputs written at conversion, never resetting, and compares every
+    forecast with the Keras model's. Exit 0 when within the stored tolerances, 1 when not, 2 when the model or
+    golden file cannot be used.
+    """
+    from ..verify import verify as run_verify
+    from ..verify import write_junit
+
+    report = run_verify(model, golden, backend=backend)
+    click.echo(json.dumps(report.to_dict(), indent=1) if as_json else report.format())
+    if junit:
+        write_junit(report, junit)
+    if not report.passed:
+        raise CheckFailed(f"verify failed for {model}: " + "; ".join(report.problems) + ".")
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--steps", type=int, default=1000, show_default=True, help="Timed steps.")
+@click.option("--warmup", type=int, default=100, show_default=True, help="Untimed steps first.")
+@click.option("--threads", type=int, metavar="T", help="Interpreter threads.  [default: the interpreter's]")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_backend_option
+def bench(model, steps, warmup, threads, as_json, backend):
+    """Time one step of the model: median, p90 and p99 microseconds, steps/s, peak memory."""
+    from ..bench import bench as run_bench
+
+    report = run_bench(model, steps=steps, warmup=warmup, threads=threads, backend=backend)
+    click.echo(json.dumps(report.to_dict(), indent=1) if as_json else report.format())
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
+def inspect(model, as_json):
+    """Show a model's signature, state pairs, operators with versions, metadata and parity results."""
+    from ..inspection import format_inspection, inspect_model
+
+    d = inspect_model(model)
+    click.echo(json.dumps(d, indent=1) if as_json else format_inspection(d))
+
+
+COMMANDS = [run, verify, bench, inspect]

@@ -1,0 +1,107 @@
+"""``statelite inspect``: what a converted model contains, read from the file alone (no interpreter, no TensorFlow).
+
+Shows the signature with each input and output's shape, dtype and quantization, the state pairs (which output feeds
+which input), the operators with their versions (what decides whether an older interpreter can load the file), the
+metadata and the parity results measured at conversion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from .metadata import TensorSpec, metadata_from_file, read_model_file
+
+
+def _tensor(spec: TensorSpec, index: int | None) -> dict:
+    d = spec.to_dict()
+    d["index"] = index
+    return d
+
+
+def inspect_model(path) -> dict:
+    """Describe a statelite ``.tflite`` file as a JSON-ready dict.
+
+    Args:
+        path: the model file.
+
+    Returns:
+        ``{"path", "size", "sha256", "schema_version", "signature", "inputs", "outputs", "states", "operators",
+        "metadata", "parity"}``.
+
+    Raises:
+        ModelFormatError: not a TFLite model, truncated, or without statelite metadata.
+        IncompatibleModelError: metadata of a newer format than this statelite reads.
+    """
+    data, info = read_model_file(path)
+    md = metadata_from_file(info, source=str(path))
+    sig = next((s for s in info.signatures if s.key == md.signature_key), None)
+    ins = sig.inputs if sig else {}
+    outs = sig.outputs if sig else {}
+    inputs = [_tensor(md.x, ins.get(md.x.name))] + [_tensor(s.input, ins.get(s.input.name)) for s in md.states]
+    outputs = [_tensor(md.y, outs.get(md.y.name))] + [_tensor(s.output, outs.get(s.output.name)) for s in md.states]
+    summary = md.to_dict()
+    for key in ("format", "x", "y", "states", "parity"):
+        summary.pop(key, None)
+    return {
+        "path": str(path),
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "schema_version": info.schema_version,
+        "signature": {"key": md.signature_key, "present": sig is not None, "signatures": [s.key for s in info.signatures]},
+        "inputs": inputs,
+        "outputs": outputs,
+        "states": [
+            {"name": s.name, "layer": s.layer, "kind": s.kind, "input": s.input.name, "output": s.output.name,
+             "shape": list(s.input.shape), "dtype": s.input.dtype}
+            for s in md.states
+        ],
+        "operators": [{"name": op.name, "version": op.version} for op in info.used_operators],
+        "metadata": summary,
+        "parity": md.parity,
+    }
+
+
+def _describe(t: dict) -> str:
+    q = t.get("quantization")
+    quant = f"  scale {q['scale']:.6g} zero point {q['zero_point']}" if q else ""
+    return f"{t['name']:<10} {str(tuple(t['shape'])):<10} {t['dtype']}{quant}"
+
+
+def format_inspection(d: dict) -> str:
+    """The text ``statelite inspect`` prints for ``inspect_model``'s dict."""
+    md = d["metadata"]
+    layers = md.get("layers") or []
+    cells = " + ".join(f"{layer['cell']}({layer['units']})" for layer in layers) or "none"
+    versions = ", ".join(f"{k} {v}" for k, v in md.get("versions", {}).items()) or "unknown"
+    time_col = f", time column {md['time_column']}" if md.get("time_column") else ""
+    lines = [
+        f"model        {Path(d['path']).name}: {d['size']:,} bytes, sha256 {d['sha256'][:16]}…",
+        f"made by      {versions} (metadata format {md.get('format_version')})",
+        f"network      {cells}, horizon {md.get('horizon')}, warm-up {md.get('warmup_steps')} steps",
+        f"features     {', '.join(md.get('features', []))}{time_col}",
+        f"targets      {', '.join(md.get('targets', []))}; scaler {md['scaler']['kind']}, "
+        f"differencing {'on' if md.get('difference') else 'off'}",
+        f"quantization {md.get('quant')} (io {md.get('io')}), batch {md.get('batch')}, target {md.get('target')}",
+        f"signature    {d['signature']['key']!r}" + ("" if d["signature"]["present"] else "  (MISSING from the graph)"),
+    ]
+    lines += [f"  input      {_describe(t)}" for t in d["inputs"]]
+    lines += [f"  output     {_describe(t)}" for t in d["outputs"]]
+    lines.append("state pairs  output fed back to input at the next step")
+    lines += [
+        f"  {s['name']:<10} layer {s['layer']} {s['kind']}: {s['output']} -> {s['input']}  {tuple(s['shape'])} {s['dtype']}"
+        for s in d["states"]
+    ] or ["  none"]
+    lines.append("operators    " + ", ".join(f"{op['name']} v{op['version']}" for op in d["operators"]))
+    p = d.get("parity")
+    if p:
+        tol = p.get("tolerance", {})
+        verdict = "PASS" if p.get("passed") else "FAIL"
+        lines.append(
+            f"parity       {verdict} over {p.get('steps')} steps vs Keras: max abs {p.get('max_abs_norm', float('nan')):.3g} "
+            f"normalised (tolerance {tol.get('max_abs', float('nan')):.3g}), RMSE {p.get('rmse_norm', float('nan')):.3g} "
+            f"(tolerance {tol.get('rmse', float('nan')):.3g}), worst step {p.get('worst_step')}"
+        )
+    else:
+        lines.append("parity       not recorded")
+    return "\n".join(lines)
