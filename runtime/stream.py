@@ -75,7 +75,7 @@ class _Columns:
             self.feature_index = list(range(len(features)))
             self.feature_names = list(features)
             return
-        names = [h.strip() for h in header]
+        names = [h.strip().lstrip("\ufeff") for h in header]  # a byte-order mark from spreadsheet exports
         missing = [f for f in features if f not in names]
         if missing:
             raise BadInputError(

@@ -79,7 +79,7 @@ def run(model, input_path, output_path, state_path, save_every, reset_every, no_
             pass
     else:
         try:
-            source = open(input_path, newline="", encoding="utf-8", errors="replace")
+            source = open(input_path, newline="", encoding="utf-8-sig", errors="replace")
         except OSError as exc:
             raise BadInputError(f"cannot read the input {input_path}: {exc.strerror or exc}.") from None
         source_name = input_path

@@ -1,0 +1,90 @@
+"""``statelite bench`` (per-step latency) and ``statelite inspect`` (what the file holds, without an interpreter)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from device_models import device_model  # noqa: F401 (a fixture)
+
+from statelite import BadInputError, read_metadata
+from statelite.bench import BenchReport, bench, is_emulated
+from statelite.cli import main
+from statelite.inspection import format_inspection, inspect_model
+from statelite.metadata import read_model_file
+
+
+def test_bench_report(device_model):
+    model = device_model("gru")
+    r = bench(model, steps=60, warmup=5, threads=1)
+    assert isinstance(r, BenchReport)
+    assert r.steps == 60 and r.warmup == 5 and r.threads == 1
+    assert 0 < r.min_us <= r.median_us <= r.p90_us <= r.p99_us <= r.max_us
+    assert r.steps_per_s == pytest.approx(1e6 / r.mean_us, rel=1e-6)
+    assert r.model_size == model.stat().st_size
+    assert r.peak_rss_kib is None or r.peak_rss_kib > 1000
+    assert r.backend_version and r.machine
+
+
+def test_bench_differencing_model(device_model):
+    r = bench(device_model("differencing"), steps=20, warmup=0)
+    assert r.median_us > 0
+
+
+def test_bench_cli_text_and_json(device_model):
+    model = str(device_model("int8"))
+    result = CliRunner().invoke(main, ["bench", model, "--steps", "30", "--warmup", "3"])
+    assert result.exit_code == 0, result.output
+    for label in ("per step     median", "p90", "p99", "steps/s", "peak RSS", "interpreter", "machine"):
+        assert label in result.stdout
+    result = CliRunner().invoke(main, ["bench", model, "--steps", "30", "--json"])
+    assert result.exit_code == 0
+    d = json.loads(result.stdout)
+    assert d["steps"] == 30 and d["median_us"] > 0 and isinstance(d["emulated"], bool)
+
+
+def test_bench_bad_options(device_model):
+    with pytest.raises(BadInputError, match="steps must be at least 1; received steps=0"):
+        bench(device_model("gru"), steps=0)
+    result = CliRunner().invoke(main, ["bench", str(device_model("gru")), "--warmup", "-1"])
+    assert result.exit_code == 2 and "warmup must be 0 or more; received warmup=-1" in result.stderr
+
+
+def test_emulation_flag(monkeypatch):
+    monkeypatch.setenv("QEMU_LD_PREFIX", "/usr/aarch64-linux-gnu")
+    assert is_emulated()
+    monkeypatch.delenv("QEMU_LD_PREFIX")
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    assert not is_emulated()
+
+
+@pytest.mark.parametrize("kind", ["gru", "int8", "lstm"])
+def test_inspect_matches_file(device_model, kind):
+    model = device_model(kind)
+    md = read_metadata(model)
+    _, info = read_model_file(model)
+    d = inspect_model(model)
+    assert d["size"] == model.stat().st_size and len(d["sha256"]) == 64
+    assert d["signature"] == {"key": md.signature_key, "present": True, "signatures": [md.signature_key]}
+    assert [s["name"] for s in d["states"]] == [s.name for s in md.states]
+    assert [(s["input"], s["output"]) for s in d["states"]] == [(s.input.name, s.output.name) for s in md.states]
+    assert [t["name"] for t in d["inputs"]] == [md.x.name] + [s.input.name for s in md.states]
+    assert all(t["index"] is not None for t in d["inputs"] + d["outputs"])
+    assert [(o["name"], o["version"]) for o in d["operators"]] == [(o.name, o.version) for o in info.used_operators]
+    assert d["metadata"]["quant"] == md.quant and d["parity"] == md.parity
+    json.dumps(d)  # JSON-ready
+
+
+def test_inspect_cli(device_model):
+    model = device_model("lstm")
+    md = read_metadata(model)
+    result = CliRunner().invoke(main, ["inspect", str(model)])
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert text == format_inspection(inspect_model(model)) + "\n"
+    assert "state pairs" in text and "c_0_out -> c_0" in text
+    assert "FULLY_CONNECTED v" in text and f"quantization {md.quant}" in text
+    assert "parity       PASS" in text
+    result = CliRunner().invoke(main, ["inspect", str(model), "--json"])
+    assert json.loads(result.stdout)["states"][0]["name"] == md.states[0].name
