@@ -67,7 +67,27 @@ def _tf_versions() -> dict:
     return {"statelite": statelite.__version__, "tensorflow": tf.__version__, "keras": keras.__version__}
 
 
-def build_metadata(source: Source, config: ConvertConfig, model: bytes, parity: dict | None) -> ModelMetadata:
+def graph_transform(source: Source, quant: Quant) -> Transform:
+    """The transform with the folding choice for ``quant``: float graphs fold the scaler into their weights on both
+    sides; quantized graphs keep it on the host. Measured on the bundled data (int8, normalised RMSE vs Keras):
+    the LSTM 0.089 unfolded against 0.155 with the input side folded, the GRU's max error 0.29 unfolded against 0.68
+    with the output side folded. Folding would also put raw columns of different ranges under one activation scale
+    (or one weight scale per channel), which several features of different units cannot share."""
+    floating = quant in (Quant.FLOAT32, Quant.FLOAT16)
+    return Transform(
+        source.scaler,
+        source.difference,
+        source.features,
+        source.targets,
+        source.horizon,
+        graph_scales_inputs=floating,
+        graph_scales_outputs=floating,
+    )
+
+
+def build_metadata(
+    source: Source, config: ConvertConfig, transform: Transform, model: bytes, parity: dict | None
+) -> ModelMetadata:
     ins, outs = _signature_details(model)
     states = tuple(
         StateSpec(name, layer, kind, _tensor_spec(name, ins[name]), _tensor_spec(output_name(name), outs[output_name(name)]))
@@ -83,6 +103,8 @@ def build_metadata(source: Source, config: ConvertConfig, model: bytes, parity: 
         time_column=source.time_column,
         horizon=source.horizon,
         scaler=source.scaler,
+        graph_scales_inputs=transform.graph_scales_inputs,
+        graph_scales_outputs=transform.graph_scales_outputs,
         difference=source.difference,
         layers=tuple({"cell": l.cell, "units": l.units} for l in source.layers),
         quant=config.quant.value,
@@ -116,12 +138,12 @@ def convert(model_path, out, config: ConvertConfig = ConvertConfig(), log=print)
     log = log or (lambda *a, **k: None)
     out = Path(out)
     source = load_source(model_path)
-    transform = Transform(source.scaler, source.difference, source.features, source.targets, source.horizon)
-    step_fn, names = build_step_function(source.layers, source.head, source.n_features, config.batch)
+    transform = graph_transform(source, config.quant)
+    step_fn, names = build_step_function(source.layers, source.head, source.n_features, config.batch, transform)
     shapes = {n: (config.batch, source.layers[int(n.split("_")[1])].units) for n in names}
     samples = None
     if config.quant in (Quant.INT8, Quant.INT16X8):
-        cal = transform.sequence_inputs(source.calibration_rows.astype(np.float64))
+        cal = transform.sequence_inputs(source.calibration_rows.astype(np.float64), scaled=False)
         samples = calibration_samples(step_fn, shapes, cal, config.batch, config.calibration_steps)
     log(f"converting {source.origin} -> {out} (quant={config.quant.value}, io={config.io.value}, batch={config.batch})")
     model = to_tflite(step_fn, config, samples)
@@ -135,7 +157,7 @@ def convert(model_path, out, config: ConvertConfig = ConvertConfig(), log=print)
         parity_mod.keras_sequence_outputs(source.keras_model, transform.sequence_inputs(rows)), rows
     )
     # First pass: metadata without parity, so the runtime can run the file exactly as a device would.
-    _write_atomic(out, embed_metadata(model, build_metadata(source, config, model, None).to_json()))
+    _write_atomic(out, embed_metadata(model, build_metadata(source, config, transform, model, None).to_json()))
     runner = statelite.StatefulRunner(out, backend="litert", allow_nonfinite=True)
     xs = rows if config.batch == 1 else np.repeat(rows[:, None], config.batch, axis=1)
     tflite_y = runner.run(xs)
@@ -144,7 +166,7 @@ def convert(model_path, out, config: ConvertConfig = ConvertConfig(), log=print)
     problems = parity_mod.violations(config.quant, metrics, check_forecast=source.parity_truth is not None)
     tol = parity_mod.TOLERANCES[config.quant]
     parity = {"tolerance": tol, "passed": not problems, **metrics}
-    metadata = build_metadata(source, config, model, parity)
+    metadata = build_metadata(source, config, transform, model, parity)
     final = embed_metadata(model, metadata.to_json())
     _write_atomic(out, final)
     golden = golden_path_for(out)

@@ -9,7 +9,11 @@ the function returns a dict so the output names are ours rather than ``output_0`
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+
+from statelite.transform import Transform
 
 from .source import DenseWeights, LayerWeights
 
@@ -74,9 +78,58 @@ def _cell(tf, layer: LayerWeights, x, states):
     return [zg * h + (1.0 - zg) * cand]
 
 
-def build_step_function(layers: tuple[LayerWeights, ...], head: tuple[DenseWeights, ...], n_features: int, batch: int):
-    """A ``tf.function`` computing one step: ``(x, *states) -> {"y": ..., "<state>_out": ...}``."""
+def fold_input_scaling(layer: LayerWeights, transform: Transform) -> LayerWeights:
+    """The first layer with the feature scaler folded in, so the graph takes raw rows (raw differences).
+
+    ``((x - off) * inv) @ K + b == x @ (inv[:, None] * K) + (b - (off * inv) @ K)``, computed in float64.
+    """
+    k = layer.kernel.astype(np.float64)
+    inv, off = transform.f_inv_scale, transform.f_offset
+    shift = (off * inv) @ k
+    if layer.cell == "gru" and layer.reset_after:  # bias rows: input, recurrent
+        bias = np.zeros((2, k.shape[1])) if layer.bias is None else layer.bias.astype(np.float64)
+        bias = np.stack([bias[0] - shift, bias[1]])
+    else:
+        bias = (0.0 if layer.bias is None else layer.bias.astype(np.float64)) - shift
+    return dataclasses.replace(layer, kernel=(inv[:, None] * k).astype(np.float32), bias=bias.astype(np.float32))
+
+
+def fold_output_scaling(head: tuple[DenseWeights, ...], transform: Transform) -> tuple[DenseWeights, ...] | None:
+    """The head with the output map folded into its last (linear) Dense layer; None when it cannot be folded."""
+    if not head or head[-1].activation != "linear":
+        return None
+    m, c = transform.output_map()
+    last = head[-1]
+    bias = np.zeros(last.kernel.shape[1]) if last.bias is None else last.bias.astype(np.float64)
+    kernel = (last.kernel.astype(np.float64) @ m).astype(np.float32)
+    return head[:-1] + (DenseWeights(kernel, (bias @ m + c).astype(np.float32), "linear"),)
+
+
+def build_step_function(
+    layers: tuple[LayerWeights, ...],
+    head: tuple[DenseWeights, ...],
+    n_features: int,
+    batch: int,
+    transform: Transform | None = None,
+):
+    """A ``tf.function`` computing one step: ``(x, *states) -> {"y": ..., "<state>_out": ...}``.
+
+    Where ``transform.graph_scales_inputs`` the feature scaler is folded into the first layer (the graph takes raw
+    rows, or raw first differences); where ``transform.graph_scales_outputs`` the target unscaling and cumulative sum
+    of predicted differences are folded into the head (the graph returns raw forecasts, or raw cumulative
+    differences), so the host does no arithmetic beyond differencing.
+    """
     import tensorflow as tf
+
+    post = None
+    if transform is not None and transform.graph_scales_inputs:
+        layers = (fold_input_scaling(layers[0], transform),) + tuple(layers[1:])
+    if transform is not None and transform.graph_scales_outputs:
+        folded = fold_output_scaling(head, transform)
+        if folded is None:
+            post = transform.output_map()
+        else:
+            head = folded
 
     names = state_names(layers)
     specs = [tf.TensorSpec([batch, n_features], tf.float32, name=X_NAME)]
@@ -95,6 +148,8 @@ def build_step_function(layers: tuple[LayerWeights, ...], head: tuple[DenseWeigh
             if dense.bias is not None:
                 h = h + dense.bias
             h = _act(tf, dense.activation)(h)
+        if post is not None:
+            h = tf.matmul(h, tf.constant(post[0].astype(np.float32))) + post[1].astype(np.float32)
         out[Y_NAME] = tf.identity(h, name=Y_NAME)
         return out
 

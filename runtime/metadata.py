@@ -123,6 +123,8 @@ class ModelMetadata:
     target: str
     warmup_steps: int
     time_column: str | None = None
+    graph_scales_inputs: bool = False
+    graph_scales_outputs: bool = False
     chunk: int = 1
     parity: dict | None = None
     versions: dict = dataclasses.field(default_factory=dict)
@@ -142,6 +144,8 @@ class ModelMetadata:
             "time_column": self.time_column,
             "horizon": self.horizon,
             "scaler": self.scaler.to_dict(),
+            "graph_scales_inputs": self.graph_scales_inputs,
+            "graph_scales_outputs": self.graph_scales_outputs,
             "difference": self.difference,
             "layers": [dict(layer) for layer in self.layers],
             "quant": self.quant,
@@ -177,6 +181,8 @@ class ModelMetadata:
             time_column=d.get("time_column"),
             horizon=int(d["horizon"]),
             scaler=Scaler.from_dict(d["scaler"]),
+            graph_scales_inputs=bool(d.get("graph_scales_inputs", False)),
+            graph_scales_outputs=bool(d.get("graph_scales_outputs", False)),
             difference=bool(d["difference"]),
             layers=tuple(d["layers"]),
             quant=d["quant"],

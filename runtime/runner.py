@@ -12,7 +12,8 @@ from .interpreter import backend_version, create_interpreter, load_backend, min_
 from .metadata import ModelMetadata, StateSpec, metadata_from_file, read_model_file
 from .transform import Transform
 
-PREV_KEY = "x_prev"  # the previous raw row, part of the state of a differencing model
+PREV_KEY = "x_prev"
+_F64 = np.dtype(np.float64)  # the previous raw row, part of the state of a differencing model
 
 
 def _quantize(x: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:
@@ -109,11 +110,38 @@ class StatefulRunner:
         self._transform = Transform.from_metadata(md)
         self.batch = md.batch
         self._x_shape = tuple(md.x.shape)
-        self._x_dtype = np.dtype(md.x.dtype)
+        self._in_shape = self._x_shape[1:] if self.batch == 1 else self._x_shape
+        self._y_shape = self.output_shape
         self._xq = md.x.quantization
         self._yq = md.y.quantization
-        self._y_dtype = np.dtype(md.y.dtype)
+        self._x_dtype = np.dtype(md.x.dtype)
+        self._difference = md.difference
+        self._zeros_in = np.zeros(int(np.prod(self._in_shape)))
+        if md.difference:
+            ti = self._transform.target_index
+            contiguous = len(ti) and (np.diff(ti) == 1).all()
+            cols = slice(int(ti[0]), int(ti[-1]) + 1) if contiguous else ti
+            # The current level of each target, broadcast over the horizon: x[cols] for one stream, else per row.
+            self._levels = cols if self.batch == 1 else (slice(None), None, cols)
+        # Raw rows go straight into the graph when it holds the scaler and has float inputs and outputs.
+        self._direct = md.graph_scales_inputs and md.graph_scales_outputs and self._xq is None and self._yq is None
+        self._out_map = None if md.graph_scales_outputs else self._transform.output_map()
+        self._bind()
         self.reset()
+
+    def _bind(self) -> None:
+        """Hold numpy views of the input and output tensors: the state lives in the state input tensors themselves,
+        and each step copies an output into its paired input in place. Holding views is what the Python interpreter
+        API guards ``invoke()`` against, so steps call the underlying C++ ``Invoke`` directly."""
+        it = self._it
+        self._invoke = it._interpreter.Invoke
+        self._xv = it.tensor(self._x_index)()
+        self._yv = it.tensor(self._y_index)()
+        self._yv_shaped = self._yv.reshape(self._y_shape)
+        self._in_views = [it.tensor(p.in_index)() for p in self._pairs]
+        self._out_views = [it.tensor(p.out_index)() for p in self._pairs]
+        self._plain_carry = all(p.requant is None for p in self._pairs)
+        self._carry = list(zip(self._in_views, self._out_views))
 
     def _check_shapes(self) -> None:
         details = {d["index"]: d for d in self._it.get_input_details() + self._it.get_output_details()}
@@ -133,7 +161,8 @@ class StatefulRunner:
 
     def reset(self) -> None:
         """Zero every recurrent state (and forget the previous row of a differencing model)."""
-        self._feed = [p.from_real(np.zeros(p.spec.input.shape, np.float32)) for p in self._pairs]
+        for p, view in zip(self._pairs, self._in_views):
+            view[...] = p.from_real(np.zeros(p.spec.input.shape, np.float32))
         self._prev = None
 
     @property
@@ -145,12 +174,12 @@ class StatefulRunner:
     def state(self) -> dict[str, np.ndarray]:
         """The recurrent state as ``{name: float32 array}``, in real (dequantized) units; a copy.
 
-        A differencing model adds ``x_prev``, the previous raw row (NaN before the first step).
+        A differencing model adds ``x_prev``, the previous raw row as float64 (NaN before the first step).
         """
-        out = {p.spec.name: p.to_real(q) for p, q in zip(self._pairs, self._feed)}
+        out = {p.spec.name: p.to_real(view) for p, view in zip(self._pairs, self._in_views)}
         if self.metadata.difference:
-            shape = self._x_shape
-            out[PREV_KEY] = np.full(shape, np.nan) if self._prev is None else self._prev.copy()
+            prev = np.full(self._x_shape, np.nan) if self._prev is None else self._prev.reshape(self._x_shape)
+            out[PREV_KEY] = prev.copy()
         return out
 
     @state.setter
@@ -175,8 +204,10 @@ class StatefulRunner:
             v = np.asarray(values[PREV_KEY], dtype=np.float64)
             if v.shape != self._x_shape:
                 raise BadInputError(f"state {PREV_KEY!r} must have shape {self._x_shape}; received shape {v.shape}.")
-            prev = None if np.isnan(v).all() else v.copy()
-        self._feed, self._prev = feed, prev
+            prev = None if np.isnan(v).all() else v.reshape(self._in_shape).copy()
+        for view, q in zip(self._in_views, feed):
+            view[...] = q
+        self._prev = prev
 
     def save_state(self, path) -> None:
         """Save the state atomically (temporary file, fsync, rename), tagged with this model's hash."""
@@ -198,20 +229,20 @@ class StatefulRunner:
 
     def _coerce(self, x) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
-        if x.shape != self._x_shape:
-            if x.size == self._x_shape[1] * self.batch and x.ndim <= 2 and (self.batch == 1 or x.ndim == 2):
-                x = x.reshape(self._x_shape)
+        if x.shape != self._in_shape:
+            if x.size == self._zeros_in.size and x.ndim <= 2:
+                x = x.reshape(self._in_shape)
             else:
                 names = ", ".join(self.metadata.features)
                 raise BadInputError(
-                    f"x must have shape {self._x_shape[1:] if self.batch == 1 else self._x_shape} "
-                    f"(features: {names}); received shape {x.shape}."
+                    f"x must have shape {self._in_shape} (features: {names}); received shape {x.shape}."
                 )
-        if not self.allow_nonfinite and not np.isfinite(x).all():
-            raise BadInputError(
-                f"x contains NaN or inf: {x.tolist()}. Clean the input, or pass allow_nonfinite=True to run it anyway."
-            )
         return x
+
+    def _nonfinite(self, x: np.ndarray) -> BadInputError:
+        return BadInputError(
+            f"x contains NaN or inf: {x.tolist()}. Clean the input, or pass allow_nonfinite=True to run it anyway."
+        )
 
     def step(self, x) -> np.ndarray:
         """Advance the state by one time step and return the forecast in raw units.
@@ -220,27 +251,51 @@ class StatefulRunner:
             x: one raw row of features, shape ``(features,)``; a ``(batch, features)`` array for a batched model.
 
         Returns:
-            ``(horizon, targets)`` forecasts (``(batch, horizon, targets)`` for a batched model).
+            float64 ``(horizon, targets)`` forecasts (``(batch, horizon, targets)`` for a batched model).
 
         Raises:
             BadInputError: wrong shape, or NaN/inf without ``allow_nonfinite``. The state is left as it was.
         """
-        x = self._coerce(x)
-        xm = self._transform.inputs(x, self._prev)
-        it = self._it
-        if self._xq is not None:
-            xm = _quantize(xm, self._xq.scale, self._xq.zero_point, self._x_dtype)
-        it.set_tensor(self._x_index, xm)
-        for p, q in zip(self._pairs, self._feed):
-            it.set_tensor(p.in_index, q)
-        it.invoke()
-        y = it.get_tensor(self._y_index)
-        self._feed = [p.carry(it.get_tensor(p.out_index)) for p in self._pairs]
-        self._prev = x
-        if self._yq is not None:
-            y = (y.astype(np.float32) - self._yq.zero_point) * self._yq.scale
-        y = self._transform.outputs(y, x)
-        return y[0] if self.batch == 1 else y
+        if x.__class__ is not np.ndarray or x.dtype is not _F64 or x.shape != self._in_shape:
+            x = self._coerce(x)
+        # x . 0 is 0 for finite rows and NaN when any value is NaN or inf: one call instead of isfinite().all().
+        if not self.allow_nonfinite and x.reshape(-1).dot(self._zeros_in) != 0.0:
+            raise self._nonfinite(x)
+        if self._difference:
+            prev = self._prev
+            x = x.copy()  # kept as the next step's previous row: later changes to the caller's array must not leak
+            xin = x - prev if prev is not None else self._zeros_in.reshape(self._in_shape)
+        else:
+            xin = x
+        if self._direct:
+            self._xv[...] = xin
+        else:
+            xm = self._transform.scale_diff(xin)
+            if self._xq is not None:
+                xm = _quantize(xm, self._xq.scale, self._xq.zero_point, self._x_dtype)
+            self._xv[...] = xm
+        self._invoke()
+        if self._direct:
+            # New float64 arrays, never views of the interpreter's memory (the next invoke overwrites it).
+            y = self._yv_shaped + x[self._levels] if self._difference else self._yv_shaped.astype(_F64)
+        else:
+            y = self._yv.astype(_F64)
+            if self._yq is not None:
+                y = (y - self._yq.zero_point) * self._yq.scale
+            if self._out_map is not None:
+                y = y @ self._out_map[0] + self._out_map[1]
+            y = y.reshape(self._y_shape)
+            if self._difference:
+                y += x[self._levels]
+        if self._plain_carry:
+            for view_in, view_out in self._carry:
+                view_in[...] = view_out
+        else:
+            for p, (view_in, view_out) in zip(self._pairs, self._carry):
+                view_in[...] = p.carry(view_out)
+        if self._difference:
+            self._prev = x
+        return y
 
     def run(self, xs) -> np.ndarray:
         """Step through a sequence of raw rows, carrying the state; returns one forecast per row.

@@ -1,10 +1,16 @@
-"""The host-side transform between raw units and the model's units: scaling and differencing.
+"""The transform between raw units and the Keras model's units: scaling and differencing.
 
-The model sees ``(value - offset) / scale`` of the features (of their first differences when ``difference`` is on)
-and predicts, for each of ``horizon`` steps ahead and each target, the scaled value (or scaled difference). With
+The Keras model sees ``(value - offset) / scale`` of the features (of their first differences when ``difference`` is
+on) and predicts, for each of ``horizon`` steps ahead and each target, the scaled value (or scaled difference). With
 differencing the previous raw row is part of the stream's state, and forecasts are rebuilt as the current raw target
 plus the cumulative sum of the predicted differences. The first row of a stream has no previous row: its difference
-is zero. The training pipeline, the converter's parity proof and the device runner all go through this module.
+is zero.
+
+A converted graph may have the scaler folded into its weights, on either side (metadata ``graph_scales_inputs``,
+``graph_scales_outputs``): then it takes raw rows (raw differences) and returns raw forecasts (raw cumulative
+differences), and the host only differences and adds the current level back. Float graphs fold both sides;
+quantized graphs fold neither (it costs int8 accuracy, see ``statelite.convert.api.graph_transform``), and the host
+scales the inputs and applies the output map ``raw = y @ M + c`` in one matrix product.
 """
 
 from __future__ import annotations
@@ -18,8 +24,19 @@ from .metadata import ModelMetadata, Scaler
 class Transform:
     """Raw units to model units and back."""
 
-    def __init__(self, scaler: Scaler, difference: bool, features, targets, horizon: int):
+    def __init__(
+        self,
+        scaler: Scaler,
+        difference: bool,
+        features,
+        targets,
+        horizon: int,
+        graph_scales_inputs: bool = False,
+        graph_scales_outputs: bool = False,
+    ):
         s = scaler
+        self.graph_scales_inputs = graph_scales_inputs
+        self.graph_scales_outputs = graph_scales_outputs
         self.difference = difference
         self.horizon = horizon
         self.n_targets = len(targets)
@@ -42,7 +59,20 @@ class Transform:
 
     @classmethod
     def from_metadata(cls, md: ModelMetadata) -> Transform:
-        return cls(md.scaler, md.difference, md.features, md.targets, md.horizon)
+        return cls(
+            md.scaler, md.difference, md.features, md.targets, md.horizon, md.graph_scales_inputs, md.graph_scales_outputs
+        )
+
+    def output_map(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(M, c)`` with ``raw = y_model @ M + c``: target unscaling and, when differencing, the cumulative sum over
+        the horizon, as one linear map on the flattened ``horizon * targets`` outputs (index ``k * targets + j``)."""
+        h, t = self.horizon, self.n_targets
+        m = np.diag(np.tile(self.t_scale, h))
+        offset = np.tile(self.t_offset, h)
+        if self.difference:
+            cum = np.kron(np.triu(np.ones((h, h))), np.eye(t))  # out[k, j] = sum over i <= k of in[i, j]
+            return m @ cum, offset @ cum
+        return m, offset
 
     def inputs(self, x: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
         """Model input for raw rows ``x`` (..., features) given the previous raw rows (None at a stream's start)."""
@@ -51,15 +81,30 @@ class Transform:
         return ((x - self.f_offset) * self.f_inv_scale).astype(np.float32)
 
     def outputs(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """Raw float64 forecasts (..., horizon, targets) from model outputs (..., horizon*targets) and raw rows."""
-        y = y.astype(np.float64).reshape(y.shape[:-1] + self._y_shape) * self.t_scale + self.t_offset
+        """Raw float64 forecasts (..., horizon, targets) from Keras outputs (..., horizon*targets) and raw rows."""
+        m, c = self.output_map()
+        y = (y.astype(np.float64) @ m + c).reshape(y.shape[:-1] + self._y_shape)
         if self.difference:
-            y = np.cumsum(y, axis=-2) + x[..., None, self.target_index]
+            y = y + x[..., None, self.target_index]
         return y
 
-    def sequence_inputs(self, xs: np.ndarray) -> np.ndarray:
-        """Model inputs for a whole stream of raw rows (steps, features) that starts from a fresh state."""
+    def sequence_inputs(self, xs: np.ndarray, scaled: bool = True) -> np.ndarray:
+        """Inputs for a whole stream of raw rows (steps, features) that starts from a fresh state: scaled for the
+        Keras model, or (``scaled=False``) what the step graph takes."""
+        fn = self.inputs if scaled else self.graph_input
         if self.difference:
             prev = np.concatenate([xs[:1], xs[:-1]], axis=0)
-            return self.inputs(xs, prev)
-        return self.inputs(xs, None)
+            return fn(xs, prev)
+        return fn(xs, None)
+
+    def scale_diff(self, dx: np.ndarray) -> np.ndarray:
+        """The graph's input from an already differenced raw row (the raw row itself without differencing)."""
+        if self.graph_scales_inputs:
+            return dx.astype(np.float32)
+        return ((dx - self.f_offset) * self.f_inv_scale).astype(np.float32)
+
+    def graph_input(self, x: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
+        """What the step graph takes for raw rows ``x``: scaled unless the graph scales its inputs itself."""
+        if self.difference:
+            x = x - (x if prev is None else prev)
+        return self.scale_diff(x)

@@ -57,6 +57,7 @@ def _swap_outputs(runner: StatefulRunner, a: str, b: str) -> None:
     """Feed state ``a``'s output into ``b``'s input and vice versa: what pairing by position would risk."""
     pairs = {p.spec.name: p for p in runner._pairs}
     pairs[a].out_index, pairs[b].out_index = pairs[b].out_index, pairs[a].out_index
+    runner._bind()
 
 
 @pytest.mark.parametrize("quant", ["float32", "int8"])
