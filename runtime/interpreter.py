@@ -6,7 +6,9 @@ with 32-bit Raspberry Pi OS wheels), ``tensorflow.lite`` (a workstation with Ten
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 import re
 
 from .errors import IncompatibleModelError, InterpreterNotFoundError, ModelFormatError
@@ -52,6 +54,29 @@ def load_backend(backend: str = "auto"):
     )
 
 
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Silence what the interpreter's C++ prints on file descriptor 2 while it loads (``INFO: Created TensorFlow
+    Lite XNNPACK delegate`` on every load, and load errors that statelite re-raises with more context), so that
+    ``statelite run`` keeps stderr for the user's bad-row reports."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 _OP_ERROR = re.compile(r"builtin opcode '(\w+)' version '(\d+)'")
 
 
@@ -70,15 +95,19 @@ def create_interpreter(
     interpreter version would load it.
     """
     try:
-        it = interpreter_cls(model_content=model, num_threads=num_threads)
-        it.allocate_tensors()
+        with _native_stderr_silenced():
+            it = interpreter_cls(model_content=model, num_threads=num_threads)
+            it.allocate_tensors()
         return it
     except (ValueError, RuntimeError) as exc:
         text = str(exc)
         match = _OP_ERROR.search(text)
         if match:
             op, version = match.group(1), int(match.group(2))
-            newer = f"TFLite runtime {needs} or newer (the model's min_runtime_version)" if needs else "a newer interpreter"
+            newer = "a newer interpreter"
+            if needs and not (backend != "litert" and _version_tuple(needs) <= _version_tuple(backend_version(backend))):
+                # min_runtime_version is in TensorFlow's numbering; only trust it when it is above this interpreter.
+                newer = f"a TFLite runtime of TensorFlow {needs} or newer (the model's min_runtime_version)"
             raise IncompatibleModelError(
                 f"{source} uses operator {op} version {version}, which this interpreter ({backend} "
                 f"{backend_version(backend)}) cannot run; {newer} would load it (pip install -U ai-edge-litert). "
