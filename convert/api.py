@@ -18,7 +18,7 @@ from statelite.transform import Transform
 from . import parity as parity_mod
 from .checks import check_graph, check_target
 from .config import ConvertConfig, Quant
-from .embed import embed_metadata
+from .embed import finalize
 from .quantize import calibration_samples, to_tflite
 from .source import Source, load_source
 from .step_graph import SIGNATURE_KEY, X_NAME, Y_NAME, build_step_function, output_name, state_names
@@ -157,7 +157,7 @@ def convert(model_path, out, config: ConvertConfig = ConvertConfig(), log=print)
         parity_mod.keras_sequence_outputs(source.keras_model, transform.sequence_inputs(rows)), rows
     )
     # First pass: metadata without parity, so the runtime can run the file exactly as a device would.
-    _write_atomic(out, embed_metadata(model, build_metadata(source, config, transform, model, None).to_json()))
+    _write_atomic(out, finalize(model, build_metadata(source, config, transform, model, None).to_json()))
     runner = statelite.StatefulRunner(out, backend="litert", allow_nonfinite=True)
     xs = rows if config.batch == 1 else np.repeat(rows[:, None], config.batch, axis=1)
     tflite_y = runner.run(xs)
@@ -167,7 +167,7 @@ def convert(model_path, out, config: ConvertConfig = ConvertConfig(), log=print)
     tol = parity_mod.TOLERANCES[config.quant]
     parity = {"tolerance": tol, "passed": not problems, **metrics}
     metadata = build_metadata(source, config, transform, model, parity)
-    final = embed_metadata(model, metadata.to_json())
+    final = finalize(model, metadata.to_json())
     _write_atomic(out, final)
     golden = golden_path_for(out)
     n = min(config.golden_steps, len(rows))

@@ -1,24 +1,103 @@
-"""Writing the ``statelite`` metadata entry into a TFLite flatbuffer (TensorFlow's schema module; workstation only)."""
+"""Writing the final flatbuffer: the ``statelite`` metadata entry, explicit zero biases, 16-byte aligned buffers.
+
+TensorFlow's schema module (workstation only) reads the converter's output into objects; we add our metadata entry
+and write it back. Two details the stock object API gets wrong for us:
+
+- Its ``BufferT.Pack`` aligns weight buffers to 1 byte, dropping the schema's ``force_align: 16``; ours aligns
+  them to 16, as the converter wrote them.
+- An integer FULLY_CONNECTED whose bias is all zero comes out of the converter with no bias input at all, and
+  tflite-runtime 2.14's ARM kernel (gemmlowp's per-channel path) dereferences the missing bias and crashes
+  (SIGSEGV under emulated armv7l and aarch64; x86-64 runs it). We give every such operator an explicit zero int32
+  bias with the scales the kernel expects (input scale times each weight scale).
+"""
 
 from __future__ import annotations
 
+import numpy as np
+
 from statelite.metadata import METADATA_NAME
 
+_ALIGN = 16
 
-def embed_metadata(model: bytes, payload: bytes) -> bytes:
-    """Return ``model`` with a metadata entry named ``statelite`` holding ``payload`` (replacing any earlier one)."""
+
+def _aligned_buffer_class(schema):
+    class AlignedBufferT(schema.BufferT):
+        def Pack(self, builder):  # noqa: N802 (the flatbuffers object API's name)
+            data = None
+            if self.data is not None and len(self.data):
+                raw = np.asarray(self.data, dtype=np.uint8).tobytes()
+                builder.StartVector(1, len(raw), _ALIGN)
+                builder.head = builder.head - len(raw)
+                builder.Bytes[builder.head : builder.head + len(raw)] = raw
+                builder.vectorNumElems = len(raw)
+                data = builder.EndVector()
+            schema.BufferStart(builder)
+            if data is not None:
+                schema.BufferAddData(builder, data)
+            schema.BufferAddOffset(builder, self.offset)
+            schema.BufferAddSize(builder, self.size)
+            return schema.BufferEnd(builder)
+
+    return AlignedBufferT
+
+
+def _add_zero_biases(m, schema, buffer_cls) -> int:
+    """Give integer FULLY_CONNECTED operators without a bias an explicit zero int32 bias; return how many."""
+    added = 0
+    for sg in m.subgraphs:
+        for op in sg.operators:
+            code = m.operatorCodes[op.opcodeIndex]
+            if max(code.builtinCode, code.deprecatedBuiltinCode) != schema.BuiltinOperator.FULLY_CONNECTED:
+                continue
+            inputs = [int(i) for i in op.inputs]
+            if len(inputs) >= 3 and inputs[2] >= 0:
+                continue
+            x, w = sg.tensors[inputs[0]], sg.tensors[inputs[1]]
+            if x.type != schema.TensorType.INT8 or w.quantization is None or x.quantization is None:
+                continue
+            channels = int(w.shape[0])
+            w_scales = np.asarray(w.quantization.scale, dtype=np.float64)
+            scales = (float(x.quantization.scale[0]) * w_scales).astype(np.float32)
+            buffer = buffer_cls()
+            buffer.data = np.zeros(channels, dtype="<i4").view(np.uint8)
+            m.buffers.append(buffer)
+            q = schema.QuantizationParametersT()
+            q.scale = [float(s) for s in scales]
+            q.zeroPoint = [0] * len(scales)
+            q.quantizedDimension = 0
+            t = schema.TensorT()
+            t.shape = [channels]
+            t.type = schema.TensorType.INT32
+            t.buffer = len(m.buffers) - 1
+            t.name = f"statelite_zero_bias_{added}".encode()
+            t.quantization = q
+            sg.tensors.append(t)
+            op.inputs = inputs[:2] + [len(sg.tensors) - 1] + inputs[3:]
+            added += 1
+    return added
+
+
+def finalize(model: bytes, payload: bytes) -> bytes:
+    """``model`` with the ``statelite`` metadata entry set to ``payload`` (replacing any earlier one), explicit zero
+    biases on integer FULLY_CONNECTED operators that lack one, and 16-byte aligned buffers."""
     import flatbuffers
     from tensorflow.lite.python import schema_py_generated as schema
 
+    buffer_cls = _aligned_buffer_class(schema)
     m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model, 0))
-    buffer = schema.BufferT()
-    buffer.data = list(payload)
+    for i, b in enumerate(m.buffers):
+        aligned = buffer_cls()
+        aligned.data, aligned.offset, aligned.size = b.data, b.offset, b.size
+        m.buffers[i] = aligned
+    _add_zero_biases(m, schema, buffer_cls)
     entries = [e for e in (m.metadata or []) if e.name not in (METADATA_NAME, METADATA_NAME.encode())]
+    buffer = buffer_cls()
+    buffer.data = np.frombuffer(payload, dtype=np.uint8)
     m.buffers.append(buffer)
     entry = schema.MetadataT()
     entry.name = METADATA_NAME
     entry.buffer = len(m.buffers) - 1
     m.metadata = entries + [entry]
-    builder = flatbuffers.Builder(len(model) + len(payload) + 1024)
+    builder = flatbuffers.Builder(len(model) + len(payload) + 4096)
     builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())

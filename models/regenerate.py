@@ -1,8 +1,8 @@
 """Regenerate the reference models in models/ from the bundled data: ``python models/regenerate.py``.
 
 A GRU and an LSTM trained with the bundled-data preset (seeded, so a rerun gives the same models), each converted to
-float32 and int8 with golden traces, plus a GRU int8 built for the tflite-runtime-2.14 target, and the run.json each
-came from. The runtime's tests use these files, so they run without TensorFlow. Needs ``statelite[train]``.
+float32 and int8 with golden traces, a GRU int8 built for the tflite-runtime-2.14 target, two batch-8 models for
+``StreamPool``, and the run.json each came from. The runtime's tests use these files, so they run without TensorFlow. Needs ``statelite[train]``.
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 HERE = Path(__file__).resolve().parent
 MODELS = [
-    # (name, cell, quant, target)
-    ("gru_float32", "gru", "float32", "litert"),
-    ("gru_int8", "gru", "int8", "litert"),
-    ("gru_int8_tfl214", "gru", "int8", "tflite-runtime-2.14"),
-    ("lstm_float32", "lstm", "float32", "litert"),
-    ("lstm_int8", "lstm", "int8", "litert"),
+    # (name, cell, quant, target, batch)
+    ("gru_float32", "gru", "float32", "litert", 1),
+    ("gru_int8", "gru", "int8", "litert", 1),
+    ("gru_int8_tfl214", "gru", "int8", "tflite-runtime-2.14", 1),
+    ("lstm_float32", "lstm", "float32", "litert", 1),
+    ("lstm_int8", "lstm", "int8", "litert", 1),
+    ("gru_float32_b8", "gru", "float32", "litert", 8),
+    ("lstm_int8_b8", "lstm", "int8", "litert", 8),
 ]
 
 
@@ -32,17 +34,18 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         runs = {}
+        os.chdir(tmp)  # run.json records its folder; keep it the same on every machine
         for cell in sorted({m[1] for m in MODELS}):
-            run_dir = Path(tmp) / cell
+            run_dir = Path(cell)
             result = train(TrainConfig.co2(out=str(run_dir), cell=cell), log=None)
             test = result.metrics["test"]
             print(f"{cell}: windowed RMSE {test['windowed']['rmse']:.4f}, streaming {test['streaming']['rmse']:.4f}, "
                   f"persistence {test['persistence']['rmse']:.4f}")
             shutil.copy(run_dir / "run.json", HERE / f"{cell}.run.json")
             runs[cell] = run_dir
-        for name, cell, quant, target in MODELS:
+        for name, cell, quant, target, batch in MODELS:
             out = HERE / f"{name}.tflite"
-            convert(runs[cell], out, ConvertConfig(quant=quant, target=target), log=None)
+            convert(runs[cell], out, ConvertConfig(quant=quant, target=target, batch=batch), log=None)
             golden = out.with_name(out.stem + ".golden.npz")
             print(f"{out.name}: {out.stat().st_size} bytes, {golden.name}: {golden.stat().st_size} bytes")
     return 0

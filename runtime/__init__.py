@@ -18,6 +18,7 @@ from .errors import (
     StateliteError,
 )
 from .metadata import ModelMetadata, read_metadata
+from .pool import StreamPool
 from .runner import StatefulRunner
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "ModelMetadata",
     "StateFileError",
     "StatefulRunner",
+    "StreamPool",
     "StateliteError",
     "__version__",
     "read_metadata",

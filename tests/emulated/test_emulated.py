@@ -221,31 +221,35 @@ def test_bench_says_emulated(name):
 # -- a known tflite-runtime 2.14 crash on ARM -----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=False,
-    raises=AssertionError,
-    reason="tflite-runtime 2.14 on ARM (gemmlowp per-channel int8 path) reads a FULLY_CONNECTED bias without a null "
-    "check; an int8 model whose zero biases the converter dropped segfaults on the device. Passes once the "
-    "tflite-runtime-2.14 target writes explicit zero biases or refuses such a model.",
-)
-def test_bias_free_int8_model_on_armhf(tmp_path):
-    """An untrained GRU (all-zero biases) converted int8 for tflite-runtime 2.14 must run, or be refused at convert."""
+@pytest.mark.parametrize("cell", ["GRU", "LSTM", "SimpleRNN"])
+def test_bias_free_integer_models_on_armhf(tmp_path, cell):
+    """Regression: tflite-runtime 2.14's ARM int8 FULLY_CONNECTED kernel (gemmlowp per-channel path) dereferences a
+    missing bias and segfaults; the converter drops all-zero biases (an untrained layer has them, and the recurrent
+    matmul of LSTM and SimpleRNN never has one). statelite writes explicit zero biases, so every integer mode allowed
+    for the tflite-runtime-2.14 target must run on the emulated 32-bit Pi, within its golden tolerance."""
     pytest.importorskip("tensorflow")
     import keras
 
     from statelite.convert import ConvertConfig, convert
-    from statelite.errors import StateliteError
 
     get_env("armhf")
     keras.utils.set_random_seed(0)
     inp = keras.Input((None, 2))
-    out = keras.layers.Dense(3)(keras.layers.GRU(8, return_sequences=True)(inp))
-    keras.Model(inp, out).save(tmp_path / "gru.keras")
-    config = ConvertConfig(quant="int8", target="tflite-runtime-2.14", check_parity=False)
-    try:
-        convert(tmp_path / "gru.keras", tmp_path / "gru_int8_tfl214.tflite", config, log=None)
-    except StateliteError:
-        return  # refusing the model for this target is a fix too
-    code = "import sys, numpy as np; from statelite import StatefulRunner as R; r = R(sys.argv[1]); print(r.step([0.5, -0.5]))"
-    proc = run_inside("armhf", ["python3.11", "-c", code, str(tmp_path / "gru_int8_tfl214.tflite")])
+    h = getattr(keras.layers, cell)(8, return_sequences=True)(inp)
+    h = getattr(keras.layers, cell)(8, return_sequences=True)(h)
+    keras.Model(inp, keras.layers.Dense(3)(h)).save(tmp_path / "m.keras")
+    paths = []
+    for quant in ("int8", "int16x8"):
+        config = ConvertConfig(quant=quant, target="tflite-runtime-2.14", check_parity=False)
+        paths.append(str(convert(tmp_path / "m.keras", tmp_path / f"m_{quant}.tflite", config, log=None).path))
+    code = (
+        "import sys, numpy as np; from statelite import StatefulRunner as R\n"
+        "for p in sys.argv[1:]:\n"
+        "    g = np.load(p[:-7] + '.golden.npz'); y = R(p).run(g['x'])\n"
+        "    e = (y - g['y_keras']) / g['target_scale']\n"
+        "    print(p, float(np.abs(e).max()), float(g['tol_max_abs']))\n"
+    )
+    proc = run_inside("armhf", ["python3.11", "-c", code, *paths])
     assert proc.returncode == 0, explain(proc)
+    lines = [line.split() for line in proc.stdout.strip().splitlines()[-len(paths):]]
+    assert len(lines) == len(paths), explain(proc)

@@ -1,0 +1,161 @@
+"""``StreamPool``: many independent streams stepped in one ``invoke()`` of a model converted with ``--batch N``."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+
+import numpy as np
+
+from .errors import BadInputError
+from .runner import PREV_KEY, StatefulRunner, _quantize
+
+
+class StreamPool:
+    """Up to ``batch`` independent streams (say 64 sensors on one gateway) sharing one batched interpreter.
+
+    Each stream holds a lane of the batch. ``step({key: row, ...})`` advances only the streams given, in one
+    ``invoke()``; the lanes of streams that did not step this tick keep their state exactly (their inputs are not
+    carried over), so a slow sensor never drifts.
+
+    Args:
+        path: a ``.tflite`` converted with ``--batch N`` (N > 1).
+        backend, num_threads, allow_nonfinite: as for ``StatefulRunner``.
+
+    Raises:
+        BadInputError: the model is not batched.
+    """
+
+    def __init__(self, path, backend: str = "auto", num_threads: int | None = None, allow_nonfinite: bool = False):
+        self._r = StatefulRunner(path, backend=backend, num_threads=num_threads, allow_nonfinite=allow_nonfinite)
+        md = self._r.metadata
+        if md.batch < 2:
+            raise BadInputError(
+                f"a StreamPool needs a model converted with --batch N (N > 1); {path} has batch {md.batch}. "
+                f"Convert again with, e.g., --batch 64, or use StatefulRunner for one stream."
+            )
+        self.metadata = md
+        self.capacity = md.batch
+        self.allow_nonfinite = allow_nonfinite
+        self._slots: dict[Hashable, int] = {}
+        self._free = list(range(self.capacity - 1, -1, -1))
+        n_features = md.x.shape[1]
+        self._x = np.zeros((self.capacity, n_features))
+        self._prev = np.zeros((self.capacity, n_features))
+        self._has_prev = np.zeros(self.capacity, dtype=bool)
+        self._zero_state = [p.from_real(np.zeros(p.spec.input.shape[1:], np.float32)) for p in self._r._pairs]
+        if md.difference:
+            ti = self._r._transform.target_index
+            self._target_index = ti
+
+    # -- membership ----------------------------------------------------------------------------------------------
+
+    def add(self, key: Hashable) -> None:
+        """Give ``key`` a free lane with a zero state."""
+        if key in self._slots:
+            raise BadInputError(f"stream {key!r} is already in the pool.")
+        if not self._free:
+            raise BadInputError(
+                f"the pool is full: {self.capacity} streams (the model's batch). Remove one, or convert with a "
+                f"larger --batch."
+            )
+        self._slots[key] = self._free.pop()
+        self.reset(key)
+
+    def remove(self, key: Hashable) -> None:
+        self._free.append(self._slot(key))
+        del self._slots[key]
+
+    def reset(self, key: Hashable) -> None:
+        """Zero one stream's state (and forget its previous row); the other streams are untouched."""
+        lane = self._slot(key)
+        for view, zero in zip(self._r._in_views, self._zero_state):
+            view[lane] = zero
+        self._has_prev[lane] = False
+
+    def __contains__(self, key) -> bool:
+        return key in self._slots
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    @property
+    def keys(self) -> list:
+        return list(self._slots)
+
+    def _slot(self, key) -> int:
+        try:
+            return self._slots[key]
+        except KeyError:
+            raise BadInputError(f"no stream {key!r} in the pool; add it first (streams: {len(self._slots)}).") from None
+
+    # -- state ---------------------------------------------------------------------------------------------------
+
+    def state(self, key: Hashable) -> dict[str, np.ndarray]:
+        """One stream's state, shaped as a single-stream runner's (``(1, units)`` arrays), a copy."""
+        lane = self._slot(key)
+        out = {p.spec.name: p.to_real(view[lane : lane + 1]) for p, view in zip(self._r._pairs, self._r._in_views)}
+        if self.metadata.difference:
+            out[PREV_KEY] = self._prev[lane : lane + 1].copy() if self._has_prev[lane] else np.full(
+                (1, self._x.shape[1]), np.nan
+            )
+        return out
+
+    # -- stepping ------------------------------------------------------------------------------------------------
+
+    def step(self, rows: Mapping[Hashable, object]) -> dict[Hashable, np.ndarray]:
+        """Advance the given streams by one step in one ``invoke()``.
+
+        Args:
+            rows: ``{key: raw feature row}`` for the streams that have a new row this tick.
+
+        Returns:
+            ``{key: (horizon, targets) forecast}`` in raw units.
+
+        Raises:
+            BadInputError: an unknown key, a row of the wrong length, or NaN/inf. Nothing is stepped then.
+        """
+        if not rows:
+            return {}
+        r = self._r
+        keys = list(rows)
+        lanes = np.fromiter((self._slot(k) for k in keys), dtype=np.intp, count=len(keys))
+        try:
+            block = np.asarray([rows[k] for k in keys], dtype=np.float64).reshape(len(keys), self._x.shape[1])
+        except ValueError:
+            raise BadInputError(
+                f"every row must have {self._x.shape[1]} values (features: {', '.join(self.metadata.features)})."
+            ) from None
+        if not self.allow_nonfinite and not np.isfinite(block).all():
+            bad = [k for k, row in zip(keys, block) if not np.isfinite(row).all()]
+            raise BadInputError(f"rows of streams {bad} contain NaN or inf; nothing was stepped.")
+        x = self._x
+        x[:] = 0.0
+        if self.metadata.difference:
+            prev = np.where(self._has_prev[lanes, None], self._prev[lanes], block)
+            x[lanes] = block - prev
+        else:
+            x[lanes] = block
+        tr = r._transform
+        if r._direct:
+            r._xv[...] = x
+        else:
+            xm = tr.scale_diff(x)
+            if r._xq is not None:
+                xm = _quantize(xm, r._xq.scale, r._xq.zero_point, r._x_dtype)
+            r._xv[...] = xm
+        r._invoke()
+        y = r._yv[lanes].astype(np.float64)
+        for p, (view_in, view_out) in zip(r._pairs, r._carry):
+            view_in[lanes] = p.carry(view_out[lanes])
+        if self.metadata.difference:
+            self._prev[lanes] = block
+            self._has_prev[lanes] = True
+        if not r._direct:
+            if r._yq is not None:
+                y = (y - r._yq.zero_point) * r._yq.scale
+            if r._out_map is not None:
+                y = y @ r._out_map[0] + r._out_map[1]
+        y = y.reshape(len(keys), *r._y_shape[1:])
+        if self.metadata.difference:
+            y += block[:, None, self._target_index]
+        return dict(zip(keys, y))
