@@ -19,9 +19,17 @@ from . import parity as parity_mod
 from .checks import check_graph, check_target
 from .config import ConvertConfig, Quant
 from .embed import finalize
-from .quantize import calibration_samples, to_tflite
+from .quantize import calibration_samples, chunk_samples, to_tflite
 from .source import Source, load_source
-from .step_graph import SIGNATURE_KEY, X_NAME, Y_NAME, build_step_function, output_name, state_names
+from .step_graph import (
+    CHUNK_SIGNATURE_KEY,
+    SIGNATURE_KEY,
+    X_NAME,
+    Y_NAME,
+    build_step_function,
+    output_name,
+    state_names,
+)
 
 GOLDEN_FORMAT_VERSION = 1
 
@@ -53,10 +61,10 @@ def _tensor_spec(name: str, detail: dict) -> TensorSpec:
     return TensorSpec(name, tuple(int(s) for s in detail["shape"]), np.dtype(detail["dtype"]).name, q)
 
 
-def _signature_details(model: bytes) -> tuple[dict, dict]:
+def _signature_details(model: bytes, key: str = SIGNATURE_KEY) -> tuple[dict, dict]:
     from ai_edge_litert.interpreter import Interpreter
 
-    runner = Interpreter(model_content=model).get_signature_runner(SIGNATURE_KEY)
+    runner = Interpreter(model_content=model).get_signature_runner(key)
     return runner.get_input_details(), runner.get_output_details()
 
 
@@ -93,6 +101,10 @@ def build_metadata(
         StateSpec(name, layer, kind, _tensor_spec(name, ins[name]), _tensor_spec(output_name(name), outs[output_name(name)]))
         for name, layer, kind in state_names(source.layers)
     )
+    chunk_x = chunk_y = None
+    if config.chunk > 1:
+        chunk_ins, chunk_outs = _signature_details(model, CHUNK_SIGNATURE_KEY)
+        chunk_x, chunk_y = _tensor_spec(X_NAME, chunk_ins[X_NAME]), _tensor_spec(Y_NAME, chunk_outs[Y_NAME])
     return ModelMetadata(
         signature_key=SIGNATURE_KEY,
         x=_tensor_spec(X_NAME, ins[X_NAME]),
@@ -110,6 +122,9 @@ def build_metadata(
         quant=config.quant.value,
         io=config.io.value,
         batch=config.batch,
+        chunk=config.chunk,
+        chunk_x=chunk_x,
+        chunk_y=chunk_y,
         target=config.target.value,
         warmup_steps=source.warmup_steps,
         parity=parity,
@@ -140,13 +155,26 @@ def convert(model_path, out, config: ConvertConfig = ConvertConfig(), log=print)
     source = load_source(model_path)
     transform = graph_transform(source, config.quant)
     step_fn, names = build_step_function(source.layers, source.head, source.n_features, config.batch, transform)
+    functions = {SIGNATURE_KEY: step_fn}
+    if config.chunk > 1:
+        functions[CHUNK_SIGNATURE_KEY], _ = build_step_function(
+            source.layers, source.head, source.n_features, config.batch, transform, chunk=config.chunk
+        )
     shapes = {n: (config.batch, source.layers[int(n.split("_")[1])].units) for n in names}
     samples = None
     if config.quant in (Quant.INT8, Quant.INT16X8):
         cal = transform.sequence_inputs(source.calibration_rows.astype(np.float64), scaled=False)
         samples = calibration_samples(step_fn, shapes, cal, config.batch, config.calibration_steps)
-    log(f"converting {source.origin} -> {out} (quant={config.quant.value}, io={config.io.value}, batch={config.batch})")
-    model = to_tflite(step_fn, config, samples)
+        if config.chunk > 1:
+            # Several signatures: the calibrator wants (signature key, inputs by name) for every sample.
+            samples = [(SIGNATURE_KEY, s) for s in samples] + [
+                (CHUNK_SIGNATURE_KEY, s) for s in chunk_samples(samples, config.chunk)
+            ]
+    log(
+        f"converting {source.origin} -> {out} (quant={config.quant.value}, io={config.io.value}, "
+        f"batch={config.batch}, chunk={config.chunk})"
+    )
+    model = to_tflite(functions, config, samples)
     info = read_tflite(model, source=str(out))
     check_graph(info)
     check_target(info, config.target, config.quant)
@@ -160,12 +188,20 @@ def convert(model_path, out, config: ConvertConfig = ConvertConfig(), log=print)
     _write_atomic(out, finalize(model, build_metadata(source, config, transform, model, None).to_json()))
     runner = statelite.StatefulRunner(out, backend="litert", allow_nonfinite=True)
     xs = rows if config.batch == 1 else np.repeat(rows[:, None], config.batch, axis=1)
-    tflite_y = runner.run(xs)
+    tflite_y = runner.run(xs, chunked=False)  # the device's path: one step per call
     scale = parity_mod.normalising_scale(transform, keras_y, scaled=source.scaler.kind != "none")
     metrics = parity_mod.parity_metrics(tflite_y, keras_y, scale, source.parity_truth, source.horizon)
-    problems = parity_mod.violations(config.quant, metrics, check_forecast=source.parity_truth is not None)
+    check_forecast = source.parity_truth is not None
+    problems = parity_mod.violations(config.quant, metrics, check_forecast=check_forecast)
     tol = parity_mod.TOLERANCES[config.quant]
     parity = {"tolerance": tol, "passed": not problems, **metrics}
+    if config.chunk > 1:
+        runner.reset()
+        chunk_metrics = parity_mod.parity_metrics(runner.run(xs), keras_y, scale, source.parity_truth, source.horizon)
+        chunk_problems = parity_mod.violations(config.quant, chunk_metrics, check_forecast=check_forecast)
+        problems += [f"chunk signature: {p}" for p in chunk_problems]
+        parity["chunk"] = {"passed": not chunk_problems, **chunk_metrics}
+        parity["passed"] = not problems
     metadata = build_metadata(source, config, transform, model, parity)
     final = finalize(model, metadata.to_json())
     _write_atomic(out, final)

@@ -25,10 +25,12 @@ TFLITE_RUNTIME_2_14 = {
     "FULLY_CONNECTED": 4,
     "LOGISTIC": 2,
     "MUL": 2,
+    "PACK": 2,
     "QUANTIZE": 1,
     "SPLIT": 2,
     "SUB": 2,
     "TANH": 2,
+    "UNPACK": 2,
 }
 COMPATIBLE_2_14 = (Quant.FLOAT32, Quant.FLOAT16, Quant.INT8, Quant.INT16X8)
 

@@ -34,6 +34,8 @@ class ConvertConfig:
         quant: weight/activation quantization mode.
         io: ``int8`` gives integer inputs and outputs (only with ``quant=int8``).
         batch: fixed batch dimension: that many independent streams step in one call.
+        chunk: also write a ``chunk`` signature that takes this many time steps per call (replaying recorded data);
+            ``StatefulRunner.run`` uses it.
         target: the interpreter the file must load on; ``tflite-runtime-2.14`` checks operator versions.
         calibration_steps: how many time steps of the training split calibrate the integer modes.
         golden_steps: how many test-split steps the golden trace keeps.
@@ -43,6 +45,7 @@ class ConvertConfig:
     quant: Quant = Quant.FLOAT32
     io: IO = IO.FLOAT
     batch: int = 1
+    chunk: int = 1
     target: Target = Target.LITERT
     calibration_steps: int = 500
     golden_steps: int = 200
@@ -56,6 +59,13 @@ class ConvertConfig:
             raise BadInputError(f"--io int8 needs --quant int8 (integer-only graph); received quant={self.quant.value}.")
         if not 1 <= self.batch <= 4096:
             raise BadInputError(f"batch must be between 1 and 4096; received batch={self.batch}.")
+        if not 1 <= self.chunk <= 256:
+            raise BadInputError(f"chunk must be between 1 and 256; received chunk={self.chunk}.")
+        if self.chunk > 1 and self.io is IO.INT8:
+            raise BadInputError(
+                "--chunk needs --io float: the step and chunk signatures are quantized separately, so their integer "
+                f"state tensors would not share scales; received chunk={self.chunk}, io=int8."
+            )
         if self.calibration_steps < 10:
             raise BadInputError(f"calibration_steps must be at least 10; received calibration_steps={self.calibration_steps}.")
         if self.golden_steps < 10:

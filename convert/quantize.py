@@ -7,7 +7,7 @@ import tempfile
 import numpy as np
 
 from .config import IO, ConvertConfig, Quant
-from .step_graph import SIGNATURE_KEY, X_NAME
+from .step_graph import X_NAME
 
 
 def calibration_samples(step_fn, state_shapes: dict[str, tuple], xs: np.ndarray, batch: int, steps: int) -> list[dict]:
@@ -31,15 +31,30 @@ def calibration_samples(step_fn, state_shapes: dict[str, tuple], xs: np.ndarray,
     return samples
 
 
-def to_tflite(step_fn, config: ConvertConfig, samples: list[dict] | None) -> bytes:
-    """Convert ``step_fn`` to a TFLite flatbuffer in ``config.quant`` mode."""
+def chunk_samples(samples: list[dict], chunk: int) -> list[dict]:
+    """Calibration samples for the chunk signature: ``chunk`` consecutive step samples, with the state at the start."""
+    out = []
+    for t in range(0, len(samples) - chunk + 1, chunk):
+        window = samples[t : t + chunk]
+        out.append({**window[0], X_NAME: np.stack([s[X_NAME] for s in window], axis=1)})
+    return out
+
+
+def to_tflite(functions: dict, config: ConvertConfig, samples: list | None) -> bytes:
+    """Convert the signatures ``{key: tf.function}`` (``step`` first) to a TFLite flatbuffer in ``config.quant`` mode.
+
+    ``samples`` are the representative dataset: dicts keyed by input name for one signature, or
+    ``(signature key, dict)`` tuples for several.
+    """
     import tensorflow as tf
 
     module = tf.Module()
-    module.step = step_fn
+    for key, fn in functions.items():
+        setattr(module, key, fn)
     with tempfile.TemporaryDirectory() as saved:
-        tf.saved_model.save(module, saved, signatures={SIGNATURE_KEY: step_fn.get_concrete_function()})
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=[SIGNATURE_KEY])
+        signatures = {key: fn.get_concrete_function() for key, fn in functions.items()}
+        tf.saved_model.save(module, saved, signatures=signatures)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=list(functions))
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         q = config.quant
         if q is not Quant.FLOAT32:

@@ -13,6 +13,7 @@ import dataclasses
 
 import numpy as np
 
+from statelite.metadata import CHUNK_SIGNATURE_KEY  # noqa: F401 (re-exported for the converter)
 from statelite.transform import Transform
 
 from .source import DenseWeights, LayerWeights
@@ -111,6 +112,7 @@ def build_step_function(
     n_features: int,
     batch: int,
     transform: Transform | None = None,
+    chunk: int = 1,
 ):
     """A ``tf.function`` computing one step: ``(x, *states) -> {"y": ..., "<state>_out": ...}``.
 
@@ -118,6 +120,12 @@ def build_step_function(
     rows, or raw first differences); where ``transform.graph_scales_outputs`` the target unscaling and cumulative sum
     of predicted differences are folded into the head (the graph returns raw forecasts, or raw cumulative
     differences), so the host does no arithmetic beyond differencing.
+
+    With ``chunk > 1`` the function takes ``x`` of shape ``[batch, chunk, features]``, unrolls ``chunk`` steps
+    (constant weights, no loop op) and returns ``y`` of shape ``[batch, chunk, outputs]`` and the final states.
+
+    Returns:
+        ``(function, state names)``.
     """
     import tensorflow as tf
 
@@ -132,16 +140,16 @@ def build_step_function(
             head = folded
 
     names = state_names(layers)
-    specs = [tf.TensorSpec([batch, n_features], tf.float32, name=X_NAME)]
+    x_shape = [batch, n_features] if chunk == 1 else [batch, chunk, n_features]
+    specs = [tf.TensorSpec(x_shape, tf.float32, name=X_NAME)]
     specs += [tf.TensorSpec([batch, layers[i].units], tf.float32, name=n) for n, i, _ in names]
 
-    def step(x, *states):
-        out, pos, h = {}, 0, x
+    def one_step(x, states):
+        new_states, pos, h = [], 0, x
         for layer in layers:
             n = len(layer.state_kinds)
             new = _cell(tf, layer, h, list(states[pos : pos + n]))
-            for (name, _, _), value in zip(names[pos : pos + n], new):
-                out[output_name(name)] = tf.identity(value, name=output_name(name))
+            new_states += new
             h, pos = new[0], pos + n
         for dense in head:
             h = tf.matmul(h, tf.constant(dense.kernel))
@@ -150,7 +158,19 @@ def build_step_function(
             h = _act(tf, dense.activation)(h)
         if post is not None:
             h = tf.matmul(h, tf.constant(post[0].astype(np.float32))) + post[1].astype(np.float32)
-        out[Y_NAME] = tf.identity(h, name=Y_NAME)
+        return h, new_states
+
+    def step(x, *states):
+        if chunk == 1:
+            y, states = one_step(x, list(states))
+        else:
+            ys = []
+            for x_t in tf.unstack(x, num=chunk, axis=1):
+                y_t, states = one_step(x_t, list(states))
+                ys.append(y_t)
+            y = tf.stack(ys, axis=1)
+        out = {output_name(name): tf.identity(v, name=output_name(name)) for (name, _, _), v in zip(names, states)}
+        out[Y_NAME] = tf.identity(y, name=Y_NAME)
         return out
 
     return tf.function(step, input_signature=specs), [n for n, _, _ in names]

@@ -16,6 +16,7 @@ from .tflite_file import TFLiteFile, read_tflite
 
 METADATA_NAME = "statelite"
 FORMAT_VERSION = 1
+CHUNK_SIGNATURE_KEY = "step_chunk"  # sorts after "step", so the step signature stays the primary subgraph
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +127,8 @@ class ModelMetadata:
     graph_scales_inputs: bool = False
     graph_scales_outputs: bool = False
     chunk: int = 1
+    chunk_x: TensorSpec | None = None
+    chunk_y: TensorSpec | None = None
     parity: dict | None = None
     versions: dict = dataclasses.field(default_factory=dict)
     format_version: int = FORMAT_VERSION
@@ -152,6 +155,11 @@ class ModelMetadata:
             "io": self.io,
             "batch": self.batch,
             "chunk": self.chunk,
+            "chunk_signature": (
+                {"key": CHUNK_SIGNATURE_KEY, "x": self.chunk_x.to_dict(), "y": self.chunk_y.to_dict()}
+                if self.chunk > 1
+                else None
+            ),
             "target": self.target,
             "warmup_steps": self.warmup_steps,
             "parity": self.parity,
@@ -189,6 +197,8 @@ class ModelMetadata:
             io=d["io"],
             batch=int(d["batch"]),
             chunk=int(d.get("chunk", 1)),
+            chunk_x=TensorSpec.from_dict(d["chunk_signature"]["x"]) if d.get("chunk_signature") else None,
+            chunk_y=TensorSpec.from_dict(d["chunk_signature"]["y"]) if d.get("chunk_signature") else None,
             target=d["target"],
             warmup_steps=int(d["warmup_steps"]),
             parity=d.get("parity"),

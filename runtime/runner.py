@@ -9,7 +9,7 @@ import numpy as np
 
 from .errors import BadInputError, ModelFormatError
 from .interpreter import backend_version, create_interpreter, load_backend, min_runtime_version
-from .metadata import ModelMetadata, StateSpec, metadata_from_file, read_model_file
+from .metadata import CHUNK_SIGNATURE_KEY, ModelMetadata, StateSpec, metadata_from_file, read_model_file
 from .transform import Transform
 
 PREV_KEY = "x_prev"
@@ -100,6 +100,22 @@ class StatefulRunner:
                 )
             return names[name]
 
+        self._chunk = None
+        if md.chunk > 1:
+            chunk_sig = signatures.get(CHUNK_SIGNATURE_KEY)
+            if chunk_sig is None or md.chunk_x is None:
+                raise ModelFormatError(f"{self.path}: the metadata says chunk {md.chunk} but the model has no "
+                                       f"{CHUNK_SIGNATURE_KEY!r} signature. Convert the model again.")
+            self._chunk = (
+                chunk_sig.subgraph_index,
+                chunk_sig.inputs[md.x.name],
+                chunk_sig.outputs[md.y.name],
+                [(chunk_sig.inputs[s.input.name], chunk_sig.outputs[s.output.name]) for s in md.states],
+            )
+            # Allocate the chunk subgraph now: tensor views of the step subgraph are held from here on.
+            self._it._interpreter.AllocateTensors(chunk_sig.subgraph_index)
+        if sig.subgraph_index != 0:
+            raise ModelFormatError(f"{self.path}: signature {sig.key!r} is not the primary subgraph. Convert again.")
         self._x_index = index(sig.inputs, md.x.name, "input")
         self._y_index = index(sig.outputs, md.y.name, "output")
         self._pairs = [
@@ -297,20 +313,65 @@ class StatefulRunner:
             self._prev = x
         return y
 
-    def run(self, xs) -> np.ndarray:
+    def run(self, xs, chunked: bool = True) -> np.ndarray:
         """Step through a sequence of raw rows, carrying the state; returns one forecast per row.
 
         Args:
             xs: ``(steps, features)`` (``(steps, batch, features)`` for a batched model).
+            chunked: on a model converted with ``--chunk K``, take K steps per call (the remainder one by one).
 
         Returns:
             ``(steps, horizon, targets)`` (``(steps, batch, horizon, targets)`` for a batched model).
+
+        Raises:
+            BadInputError: wrong shape, or NaN/inf without ``allow_nonfinite``; the state is left as it was.
         """
         xs = np.asarray(xs, dtype=np.float64)
-        want = (self._x_shape[1],) if self.batch == 1 else self._x_shape
-        if xs.ndim != len(want) + 1 or xs.shape[1:] != want:
-            raise BadInputError(f"xs must have shape (steps, {', '.join(map(str, want))}); received shape {xs.shape}.")
-        return np.stack([self.step(x) for x in xs]) if len(xs) else np.zeros((0,) + self.output_shape)
+        if xs.ndim != len(self._in_shape) + 1 or xs.shape[1:] != self._in_shape:
+            want = ", ".join(map(str, self._in_shape))
+            raise BadInputError(f"xs must have shape (steps, {want}); received shape {xs.shape}.")
+        if not self.allow_nonfinite and not np.isfinite(xs).all():
+            bad = int(np.argwhere(~np.isfinite(xs))[0][0])
+            raise BadInputError(f"xs contains NaN or inf (first at step {bad}); nothing was stepped.")
+        out = []
+        done = 0
+        if chunked and self._chunk is not None:
+            k = self.metadata.chunk
+            done = len(xs) // k * k
+            for start in range(0, done, k):
+                out.append(self._run_chunk(xs[start : start + k]))
+        out += [self.step(x) for x in xs[done:]]
+        if not out:
+            return np.zeros((0,) + self.output_shape)
+        return np.concatenate([o if o.ndim == len(self._y_shape) + 1 else o[None] for o in out])
+
+    def _run_chunk(self, block: np.ndarray) -> np.ndarray:
+        """K rows through the chunk signature: one call, the state read from and written back to the step inputs."""
+        subgraph, x_index, y_index, state_indices = self._chunk
+        w = self._it._interpreter
+        prev = self._prev if self._prev is not None else block[0]
+        xin = block - np.concatenate([prev[None], block[:-1]]) if self._difference else block
+        xin = self._transform.scale_diff(xin)
+        # (K, features) -> (1, K, features); (K, batch, features) -> (batch, K, features)
+        w.SetTensor(x_index, np.ascontiguousarray(xin[None] if self.batch == 1 else xin.transpose(1, 0, 2)), subgraph)
+        for view, (i, _) in zip(self._in_views, state_indices):
+            w.SetTensor(i, view, subgraph)
+        w.Invoke(subgraph)
+        y = w.GetTensor(y_index, subgraph).astype(_F64)
+        for view, (_, o) in zip(self._in_views, state_indices):
+            view[...] = w.GetTensor(o, subgraph)
+        y = y[0] if self.batch == 1 else y.transpose(1, 0, 2)  # (K, [batch,] outputs)
+        if self._out_map is not None:
+            y = y @ self._out_map[0] + self._out_map[1]
+        y = y.reshape((len(block),) + self._y_shape)
+        if self._difference:
+            y += self._chunk_levels(block)
+            self._prev = block[-1].copy()
+        return y
+
+    def _chunk_levels(self, block: np.ndarray) -> np.ndarray:
+        cols = self._levels if self.batch == 1 else self._levels[2]
+        return block[..., cols][..., None, :]
 
     @property
     def output_shape(self) -> tuple[int, ...]:

@@ -61,3 +61,13 @@ def test_int8_io_model_runs_on_tflite_runtime_214(trained_runs, tfl214, tmp_path
     assert proc.returncode == 0, proc.stderr[-2000:]
     m = json.loads(proc.stdout.strip().splitlines()[-1])["modules"][0]
     assert m["max_abs"] <= m["tol_max_abs"] and m["rmse"] <= m["tol_rmse"], m
+
+
+def test_chunk_model_runs_on_tflite_runtime_214(trained_runs, tfl214, tmp_path):
+    path = tmp_path / "chunk.tflite"
+    convert(trained_runs("lstm", 1), path, ConvertConfig(quant="int8", chunk=8, target="tflite-runtime-2.14"), log=None)
+    code = CHECK.replace("y = r.run(g[\"x\"])", "y = r.run(g[\"x\"]); assert r._chunk is not None")
+    proc = tfl214(code, str(path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = json.loads(proc.stdout.strip().splitlines()[-1])["modules"][0]
+    assert m["max_abs"] <= m["tol_max_abs"] and m["rmse"] <= m["tol_rmse"], m

@@ -16,11 +16,13 @@ _QUANTS = ("float32", "float16", "dynamic", "int8", "int16x8")
 @click.option("--io", type=click.Choice(("float", "int8")), default="float", show_default=True,
               help="Input/output dtype; int8 (with --quant int8) for integer-only targets.")
 @click.option("--batch", type=int, default=1, show_default=True, help="Independent streams stepped per call.")
+@click.option("--chunk", type=int, default=1, show_default=True,
+              help="Also write a signature taking K time steps per call (for replaying recorded data).")
 @click.option("--target", type=click.Choice(("litert", "tflite-runtime-2.14")), default="litert", show_default=True,
               help="Interpreter the file must load on; tflite-runtime-2.14 checks operator versions.")
 @click.option("--golden-steps", type=int, default=200, show_default=True, help="Test-split steps in the golden trace.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), metavar="MODEL.tflite", help="File to write.")
-def convert(model, quant, io, batch, target, golden_steps, out):
+def convert(model, quant, io, batch, chunk, target, golden_steps, out):
     """Convert a run folder (or a .keras model) to a one-step TFLite graph with named state.
 
     Prints the parity table of the .tflite against the Keras model over the whole test split (exit 1 when it is
@@ -30,7 +32,7 @@ def convert(model, quant, io, batch, target, golden_steps, out):
     from statelite.convert import ConvertConfig
     from statelite.convert import convert as run_convert
 
-    config = ConvertConfig(quant=quant, io=io, batch=batch, target=target, golden_steps=golden_steps)
+    config = ConvertConfig(quant=quant, io=io, batch=batch, chunk=chunk, target=target, golden_steps=golden_steps)
     run_convert(model, out, config, log=click.echo)
 
 
