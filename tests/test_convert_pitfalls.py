@@ -95,3 +95,46 @@ def test_pitfall_dynamic_range_uses_fully_connected_v12(tmp_path):
                 ConvertConfig(quant="dynamic", target="tflite-runtime-2.14"), log=None)
     assert "operator FULLY_CONNECTED version 12 (quant=dynamic) cannot run there" in str(err.value)
     assert "Modes that work for that target: float32, float16, int8, int16x8" in str(err.value)
+
+
+def _fully_connected_inputs(model: bytes) -> list[list[int]]:
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model, 0))
+    fc = schema.BuiltinOperator.FULLY_CONNECTED
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in m.operatorCodes]
+    return [[int(i) for i in op.inputs] for sg in m.subgraphs for op in sg.operators if codes[op.opcodeIndex] == fc]
+
+
+def test_pitfall_converter_drops_zero_biases_which_crash_tflite_runtime_214_on_arm(keras_models, tmp_path):
+    """The converter leaves integer FULLY_CONNECTED ops without a bias when it is zero (and the recurrent matmul never
+    has one); tflite-runtime 2.14's ARM kernel then segfaults (tests/emulated shows it on armv7l). We add zeros."""
+    from statelite.convert.quantize import to_tflite
+
+    path = keras_models("SimpleRNN", 1)
+    result = convert(path, tmp_path / "m.tflite", ConvertConfig(quant="int8"), log=None)
+    assert all(len(inputs) >= 3 and inputs[2] >= 0 for inputs in _fully_connected_inputs(result.path.read_bytes()))
+
+    import numpy as np
+
+    from statelite.convert.source import load_source
+    from statelite.convert.step_graph import build_step_function
+
+    source = load_source(path)
+    fn, names = build_step_function(source.layers, source.head, source.n_features, 1)
+    samples = [{"x": np.random.default_rng(i).normal(size=(1, 2)).astype(np.float32), "h_0": np.zeros((1, 8), np.float32)}
+               for i in range(20)]
+    raw = to_tflite({"step": fn}, ConvertConfig(quant="int8"), samples)
+    assert any(len(i) < 3 or i[2] < 0 for i in _fully_connected_inputs(raw)), "the converter now keeps zero biases"
+
+
+def test_weight_buffers_stay_16_byte_aligned(keras_models, tmp_path):
+    """TensorFlow's flatbuffer object API packs buffers 1-byte aligned; ours keeps the schema's force_align 16."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    result = convert(keras_models("LSTM", 2), tmp_path / "m.tflite", ConvertConfig(quant="int8", check_parity=False), log=None)
+    data = result.path.read_bytes()
+    m = schema.Model.GetRootAsModel(data, 0)
+    starts = [m.Buffers(i)._tab.Vector(m.Buffers(i)._tab.Offset(4)) for i in range(m.BuffersLength())
+              if m.Buffers(i).DataLength()]
+    assert starts and all(s % 16 == 0 for s in starts)
