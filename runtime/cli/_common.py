@@ -25,4 +25,9 @@ class StateliteGroup(click.Group):
             raise CheckFailedExit(str(exc)) from None
         except StateliteError as exc:
             raise BadInputExit(str(exc)) from None
+        except ImportError as exc:
+            # A workstation command on a device install: statelite.train/convert say which pip line fixes it.
+            if "pip install" not in str(exc):
+                raise
+            raise BadInputExit(str(exc)) from None
 
