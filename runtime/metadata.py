@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
 
 from .errors import IncompatibleModelError, ModelFormatError
 from .tflite_file import TFLiteFile, read_tflite

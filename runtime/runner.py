@@ -12,8 +12,8 @@ from .interpreter import backend_version, create_interpreter, load_backend, min_
 from .metadata import CHUNK_SIGNATURE_KEY, ModelMetadata, StateSpec, metadata_from_file, read_model_file
 from .transform import Transform
 
-PREV_KEY = "x_prev"
-_F64 = np.dtype(np.float64)  # the previous raw row, part of the state of a differencing model
+PREV_KEY = "x_prev"  # the previous raw row, part of the state of a differencing model
+_F64 = np.dtype(np.float64)
 
 
 def _quantize(x: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:
