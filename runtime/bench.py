@@ -3,6 +3,11 @@
 Each step is timed on its own (``time.perf_counter_ns``), so the report has a median and tail latencies rather than
 only an average: a forecaster on a sensor loop cares about its slowest steps. The time includes everything a step
 does in Python (scaling, quantizing, state feedback), not only the interpreter's ``invoke``.
+
+Many streams (``streams``): a *tick* steps every stream once, and each tick is timed. With a batched model the
+streams share one ``StreamPool`` (one ``invoke`` per tick; by default as many streams as the batch); with a batch-1
+model they are that many ``StatefulRunner`` objects stepped round-robin (one ``invoke`` each), so the two can be
+compared. Throughput counts stream steps: streams × ticks per second.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import time
 import numpy as np
 
 from .errors import BadInputError
+from .metadata import read_metadata
+from .pool import StreamPool
 from .runner import StatefulRunner
 
 _QEMU_NAMES = {"aarch64": "aarch64", "arm64": "aarch64", "armv7l": "arm", "armv6l": "arm", "armv8l": "arm"}
@@ -49,9 +56,18 @@ def peak_rss_kib() -> int | None:
     return int(peak // 1024) if sys.platform == "darwin" else int(peak)  # bytes on macOS, KiB on Linux
 
 
+MODE_RUNNER = "runner"  # one StatefulRunner, one stream (or a whole batch per step)
+MODE_POOL = "pool"  # one StreamPool, `streams` lanes stepped per tick
+MODE_RUNNERS = "runners"  # `streams` StatefulRunners of a batch-1 model, stepped round-robin per tick
+
+
 @dataclasses.dataclass(frozen=True)
 class BenchReport:
-    """Per-step latency of one model on this device. Times in microseconds."""
+    """Per-step (per-tick, with streams) latency of one model on this device. Times in microseconds.
+
+    ``steps`` counts timed calls (ticks with several streams); ``steps_per_s`` counts stream steps, that is
+    ``streams`` × ticks per second.
+    """
 
     model: str
     quant: str
@@ -72,6 +88,9 @@ class BenchReport:
     machine: str
     python: str
     emulated: bool
+    streams: int = 1
+    mode: str = MODE_RUNNER
+    capacity: int = 1  # the model's batch
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -80,12 +99,35 @@ class BenchReport:
         """The report as printed by ``statelite bench``."""
         rss = f"{self.peak_rss_kib / 1024:.1f} MiB" if self.peak_rss_kib is not None else "unknown"
         threads = "interpreter default" if self.threads is None else str(self.threads)
-        lines = [
-            f"model        {self.model} ({self.model_size:,} bytes, quant {self.quant})",
-            f"steps        {self.steps} timed after {self.warmup} warm-up, threads {threads}",
-            f"per step     median {self.median_us:.1f} us, p90 {self.p90_us:.1f} us, p99 {self.p99_us:.1f} us "
-            f"(min {self.min_us:.1f}, max {self.max_us:.1f})",
-            f"throughput   {self.steps_per_s:,.0f} steps/s",
+        lines = [f"model        {self.model} ({self.model_size:,} bytes, quant {self.quant})"]
+        if self.mode == MODE_RUNNER:
+            lines += [
+                f"steps        {self.steps} timed after {self.warmup} warm-up, threads {threads}",
+                (
+                    f"per step     median {self.median_us:.1f} us, p90 {self.p90_us:.1f} us, "
+                    f"p99 {self.p99_us:.1f} us (min {self.min_us:.1f}, max {self.max_us:.1f})"
+                ),
+                f"throughput   {self.steps_per_s:,.0f} steps/s",
+            ]
+        else:
+            how = (
+                f"in one StreamPool of {self.capacity} lanes, one invoke per tick"
+                if self.mode == MODE_POOL
+                else f"separate StatefulRunners stepped round-robin, {self.streams} invokes per tick"
+            )
+            lines += [
+                f"streams      {self.streams} {how}",
+                f"ticks        {self.steps} timed after {self.warmup} warm-up, threads {threads}",
+                (
+                    f"per tick     median {self.median_us:.1f} us, p90 {self.p90_us:.1f} us, "
+                    f"p99 {self.p99_us:.1f} us (min {self.min_us:.1f}, max {self.max_us:.1f})"
+                ),
+                (
+                    f"throughput   {self.steps_per_s:,.0f} steps/s "
+                    f"({self.streams} streams x {self.steps_per_s / self.streams:,.0f} ticks/s)"
+                ),
+            ]
+        lines += [
             f"peak RSS     {rss}",
             f"interpreter  {self.backend} {self.backend_version}",
             f"machine      {self.machine}, Python {self.python}" + (" (EMULATED: timings are not the device's)" if self.emulated else ""),
@@ -93,21 +135,54 @@ class BenchReport:
         return "\n".join(lines)
 
 
-def bench(model_path, steps: int = 1000, warmup: int = 100, threads: int | None = None, backend: str = "auto") -> BenchReport:
-    """Time ``steps`` calls of ``StatefulRunner.step`` after ``warmup`` untimed ones.
+def _inputs(md, shape: tuple[int, ...]) -> np.ndarray:
+    """Plausible raw rows (around the training distribution), made before timing starts; axis 0 is time."""
+    rng = np.random.default_rng(0)
+    offset = np.asarray(md.scaler.feature_offset, np.float64)
+    scale = np.asarray(md.scaler.feature_scale, np.float64)
+    xs = offset + scale * rng.standard_normal(shape)
+    return np.cumsum(xs, axis=0) if md.difference else xs  # the scaler describes differences: integrate them
+
+
+def _time(fn, args, warmup: int) -> np.ndarray:
+    """Call ``fn`` on each of ``args``, timing each call after the first ``warmup``; nanoseconds."""
+    for a in args[:warmup]:
+        fn(a)
+    timed = args[warmup:]
+    ns = np.empty(len(timed), dtype=np.int64)
+    clock = time.perf_counter_ns
+    for i, a in enumerate(timed):
+        t0 = clock()
+        fn(a)
+        ns[i] = clock() - t0
+    return ns
+
+
+def bench(
+    model_path,
+    steps: int = 1000,
+    warmup: int = 100,
+    threads: int | None = None,
+    backend: str = "auto",
+    streams: int | None = None,
+) -> BenchReport:
+    """Time ``steps`` calls of ``StatefulRunner.step`` (or ticks of many streams) after ``warmup`` untimed ones.
 
     Args:
         model_path: the ``.tflite`` file.
-        steps: timed steps.
+        steps: timed steps (ticks, with streams).
         warmup: untimed steps first (caches, lazy kernel setup).
         threads: interpreter threads (None: the interpreter's default).
         backend: the interpreter backend, as for ``StatefulRunner``.
+        streams: streams stepped each tick. A batched model: that many lanes of one ``StreamPool``, at most its
+            batch (None: all of them). A batch-1 model: that many ``StatefulRunner`` objects stepped round-robin
+            (None: one runner, per-step timing).
 
     Returns:
         A ``BenchReport``.
 
     Raises:
-        BadInputError: steps < 1, warmup < 0 or threads < 1.
+        BadInputError: steps < 1, warmup < 0, threads < 1, streams < 1 or more than a batched model's batch.
         ModelFormatError, IncompatibleModelError: the model cannot be loaded.
     """
     if steps < 1:
@@ -116,25 +191,40 @@ def bench(model_path, steps: int = 1000, warmup: int = 100, threads: int | None 
         raise BadInputError(f"warmup must be 0 or more; received warmup={warmup}.")
     if threads is not None and threads < 1:
         raise BadInputError(f"threads must be at least 1; received threads={threads}.")
-    runner = StatefulRunner(model_path, backend=backend, num_threads=threads)
-    md = runner.metadata
-    # Plausible inputs (around the training distribution), made before timing starts.
-    rng = np.random.default_rng(0)
-    shape = (warmup + steps,) + ((len(md.features),) if runner.batch == 1 else (runner.batch, len(md.features)))
-    offset = np.asarray(md.scaler.feature_offset, np.float64)
-    scale = np.asarray(md.scaler.feature_scale, np.float64)
-    xs = offset + scale * rng.standard_normal(shape)
-    if md.difference:
-        xs = np.cumsum(xs, axis=0)  # the scaler describes differences: integrate them
-    step = runner.step
-    for x in xs[:warmup]:
-        step(x)
-    ns = np.empty(steps, dtype=np.int64)
-    clock = time.perf_counter_ns
-    for i, x in enumerate(xs[warmup:]):
-        t0 = clock()
-        step(x)
-        ns[i] = clock() - t0
+    if streams is not None and streams < 1:
+        raise BadInputError(f"streams must be at least 1; received streams={streams}.")
+    md = read_metadata(model_path)
+    n_features = len(md.features)
+    if md.batch > 1:
+        if streams is not None and streams > md.batch:
+            raise BadInputError(
+                f"streams must be at most the model's batch, {md.batch} (one StreamPool lane each); received "
+                f"streams={streams}. Convert with a larger --batch to bench more streams."
+            )
+        mode, n = MODE_POOL, streams or md.batch
+        pool = StreamPool(model_path, backend=backend, num_threads=threads)
+        runner = pool._r  # the pool's own runner: model size and interpreter, for the report
+        keys = list(range(n))
+        for key in keys:
+            pool.add(key)
+        # The dicts are built before timing: only StreamPool.step is timed.
+        fn, args = pool.step, [dict(zip(keys, x)) for x in _inputs(md, (warmup + steps, n, n_features))]
+    elif streams is not None:
+        mode, n = MODE_RUNNERS, streams
+        runners = [StatefulRunner(model_path, backend=backend, num_threads=threads) for _ in range(n)]
+        runner = runners[0]
+        pairs = [(r.step, i) for i, r in enumerate(runners)]
+
+        def fn(x):
+            for step, i in pairs:
+                step(x[i])
+
+        args = _inputs(md, (warmup + steps, n, n_features))
+    else:
+        mode, n = MODE_RUNNER, 1
+        runner = StatefulRunner(model_path, backend=backend, num_threads=threads)
+        fn, args = runner.step, _inputs(md, (warmup + steps, n_features))
+    ns = _time(fn, args, warmup)
     us = ns / 1000.0
     return BenchReport(
         model=str(model_path),
@@ -148,7 +238,7 @@ def bench(model_path, steps: int = 1000, warmup: int = 100, threads: int | None 
         mean_us=float(us.mean()),
         min_us=float(us.min()),
         max_us=float(us.max()),
-        steps_per_s=float(steps / (ns.sum() / 1e9)) if ns.sum() else float("inf"),
+        steps_per_s=float(n * steps / (ns.sum() / 1e9)) if ns.sum() else float("inf"),
         peak_rss_kib=peak_rss_kib(),
         model_size=runner.model_size,
         backend=runner.backend,
@@ -156,4 +246,7 @@ def bench(model_path, steps: int = 1000, warmup: int = 100, threads: int | None 
         machine=platform.machine(),
         python=platform.python_version(),
         emulated=is_emulated(),
+        streams=n,
+        mode=mode,
+        capacity=md.batch,
     )

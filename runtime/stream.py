@@ -6,6 +6,12 @@ without touching the state; a saved state survives restarts, Ctrl-C, SIGTERM and
 
 Output columns: ``[<time column>,]row,<target>_t+1,...,<target>_t+H`` for each target in turn, in raw units; ``row``
 is the input line number (the header is line 1), the same number bad-row messages give.
+
+Many streams in one input (``stream_key``, ``--stream-key``): a column names the stream each row belongs to (a sensor
+id), rows of different streams interleave, and each row steps only its own stream's state. With a batched model the
+streams share one ``StreamPool`` (one lane each, taken on first sight); with a batch-1 model each stream gets its own
+``StatefulRunner``. The key column follows ``row`` in the output. Each row is stepped (one ``invoke()``) and written as
+it arrives, so per-row flushing is the same as for one stream.
 """
 
 from __future__ import annotations
@@ -15,12 +21,14 @@ import dataclasses
 import math
 import os
 import sys
+from collections.abc import Callable
 from typing import TextIO
 
 import numpy as np
 
 from .errors import BadInputError
-from .runner import StatefulRunner
+from .pool import StreamPool
+from .runner import PREV_KEY, StatefulRunner
 
 _REPORT_ALL = 100
 _REPORT_EVERY = 1000
@@ -37,7 +45,10 @@ class StreamConfig:
         reset_every: reset the state to zero after every this many steps (None: never).
         header: the input's first line names its columns; features are picked by name. Without it every row holds
             exactly the model's features, in the metadata's order.
-        strict: raise ``BadInputError`` on the first bad row instead of skipping it.
+        strict: raise ``BadInputError`` on the first bad row, or on the first stream that does not fit a full pool,
+            instead of skipping it.
+        stream_key: the header column that names each row's stream (many streams in one input; needs ``header``).
+            Keys are the column's text, stripped: ``"7"`` and ``"07"`` are two streams.
     """
 
     state_path: str | None = None
@@ -45,12 +56,20 @@ class StreamConfig:
     reset_every: int | None = None
     header: bool = True
     strict: bool = False
+    stream_key: str | None = None
 
     def __post_init__(self):
         if self.save_every < 1:
             raise BadInputError(f"save_every must be at least 1; received save_every={self.save_every}.")
         if self.reset_every is not None and self.reset_every < 1:
             raise BadInputError(f"reset_every must be at least 1 (or None); received reset_every={self.reset_every}.")
+        if self.stream_key is not None and not self.stream_key.strip():
+            raise BadInputError(f"stream_key must name a column; received stream_key={self.stream_key!r}.")
+        if self.stream_key is not None and not self.header:
+            raise BadInputError(
+                f"stream_key names a header column, so the input needs a header row; received "
+                f"stream_key={self.stream_key!r} with header=False (--no-header)."
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,13 +82,18 @@ class StreamResult:
     resumed: bool  # the state was loaded from state_path at start
     interrupted: bool  # stopped by KeyboardInterrupt (Ctrl-C, or SIGTERM turned into it by the CLI)
     output_closed: bool  # the reader of the output went away (e.g. ``| head``); stopped quietly
+    streams: int = 1  # streams known at the end (loaded or seen); 1 without stream_key
+    refused: int = 0  # rows skipped because their stream did not fit the full pool
+    refused_streams: int = 0  # streams that did not fit
 
 
 class _Columns:
     """Where the features (and the optional time column) sit in each input row."""
 
-    def __init__(self, features, time_column, header: list[str] | None, source: str):
+    def __init__(self, features, time_column, header: list[str] | None, source: str, key_column: str | None = None):
         self.time_index = None
+        self.key_index = None
+        self.key_name = key_column
         if header is None:
             self.width = len(features)
             self.feature_index = list(range(len(features)))
@@ -82,16 +106,33 @@ class _Columns:
                 f"{source}: the header lacks the model's feature columns {missing}; expected columns "
                 f"{list(features)}; received header {names}. Pass --no-header if the input has no header row."
             )
+        if key_column is not None:
+            if key_column not in names:
+                raise BadInputError(
+                    f"{source}: the header lacks the stream key column {key_column!r} (--stream-key); received header "
+                    f"{names}."
+                )
+            if key_column in features:
+                raise BadInputError(
+                    f"{source}: the stream key column must not be one of the model's features {list(features)}; "
+                    f"received --stream-key {key_column!r}."
+                )
+            self.key_index = names.index(key_column)
         self.width = len(names)
         self.feature_index = [names.index(f) for f in features]
         self.feature_names = list(features)
         if time_column is not None and time_column in names:
             self.time_index = names.index(time_column)
 
-    def parse(self, fields: list[str]) -> tuple[np.ndarray, str | None]:
-        """The feature row and time value of one input row, or ``ValueError`` saying what is wrong with it."""
+    def parse(self, fields: list[str]) -> tuple[np.ndarray, str | None, str | None]:
+        """The feature row, time value and stream key of one input row, or ``ValueError`` saying what is wrong."""
         if len(fields) != self.width:
             raise ValueError(f"expected {self.width} columns, received {len(fields)}")
+        key = None
+        if self.key_index is not None:
+            key = fields[self.key_index].strip()
+            if not key:
+                raise ValueError(f"column {self.key_name!r} (the stream key) is empty")
         values = []
         for name, i in zip(self.feature_names, self.feature_index):
             text = fields[i].strip()
@@ -105,7 +146,7 @@ class _Columns:
                 raise ValueError(f"column {name!r} is {text!r}; every value must be finite")
             values.append(v)
         time = fields[self.time_index] if self.time_index is not None else None
-        return np.asarray(values, dtype=np.float64), time
+        return np.asarray(values, dtype=np.float64), time, key
 
 
 def _lines(source: TextIO):
@@ -121,59 +162,230 @@ def _format(v: float) -> str:
     return format(float(v), ".10g")
 
 
+
+def _stream_shapes(md) -> dict[str, tuple[int, ...]]:
+    """One stream's state shapes, as ``StatefulRunner.state`` of a batch-1 model and ``StreamPool.state`` give them."""
+    shapes = {s.name: (1,) + tuple(s.input.shape[1:]) for s in md.states}
+    if md.difference:
+        shapes[PREV_KEY] = (1, len(md.features))
+    return shapes
+
+
+class _OneStream:
+    """The single-stream case: one runner, one state, the single-stream state file."""
+
+    capacity = None
+
+    def __init__(self, runner: StatefulRunner):
+        self.runner = runner
+
+    def __len__(self) -> int:
+        return 1
+
+    def __contains__(self, key) -> bool:
+        return True
+
+    def step(self, key, x):
+        return self.runner.step(x)
+
+    def reset(self, key) -> None:
+        self.runner.reset()
+
+    def load(self, path) -> None:
+        self.runner.load_state(path)
+
+    def save(self, path) -> None:
+        self.runner.save_state(path)
+
+
+class _RunnerStreams:
+    """Many streams on a batch-1 model: one ``StatefulRunner`` (one interpreter) per key. Fine for a few streams."""
+
+    capacity = None
+
+    def __init__(self, runner: StatefulRunner, new_runner: Callable[[], StatefulRunner] | None):
+        self._spare: StatefulRunner | None = runner  # the caller's runner serves the first stream
+        self._new = new_runner or (
+            lambda: StatefulRunner(runner.path, backend=runner.backend, allow_nonfinite=runner.allow_nonfinite)
+        )
+        self.sha256 = runner.model_sha256
+        self.shapes = _stream_shapes(runner.metadata)
+        self.runners: dict[str, StatefulRunner] = {}
+
+    def __len__(self) -> int:
+        return len(self.runners)
+
+    def __contains__(self, key) -> bool:
+        return key in self.runners
+
+    def add(self, key) -> None:
+        runner, self._spare = (self._spare, None) if self._spare is not None else (self._new(), None)
+        runner.reset()
+        self.runners[key] = runner
+
+    def step(self, key, x):
+        return self.runners[key].step(x)
+
+    def reset(self, key) -> None:
+        self.runners[key].reset()
+
+    def load(self, path) -> None:
+        from .state_file import load_pool_state
+
+        for key, state in load_pool_state(path, self.sha256, self.shapes).items():
+            self.add(key)
+            self.runners[key].state = state
+
+    def save(self, path) -> None:
+        from .state_file import save_pool_state
+
+        save_pool_state(path, {k: r.state for k, r in self.runners.items()}, self.sha256)
+
+
+class _PoolStreams:
+    """Many streams on a batched model: one lane of a ``StreamPool`` each."""
+
+    def __init__(self, pool: StreamPool):
+        self.pool = pool
+        self.capacity = pool.capacity
+        # StreamPool exposes neither its model's hash nor a state setter; its runner (``_r``) has the hash, and its
+        # lanes are set the way ``StreamPool.reset`` zeroes them (see ``_set``).
+        self.sha256 = pool._r.model_sha256
+        self.shapes = _stream_shapes(pool.metadata)
+
+    def __len__(self) -> int:
+        return len(self.pool)
+
+    def __contains__(self, key) -> bool:
+        return key in self.pool
+
+    def add(self, key) -> None:
+        self.pool.add(key)
+
+    def step(self, key, x):
+        return self.pool.step({key: x})[key]
+
+    def reset(self, key) -> None:
+        self.pool.reset(key)
+
+    def _set(self, key, state: dict) -> None:
+        pool, runner = self.pool, self.pool._r
+        lane = pool._slots[key]
+        for p, view in zip(runner._pairs, runner._in_views):
+            value = np.asarray(state[p.spec.name], dtype=np.float32)
+            if not np.isfinite(value).all():
+                raise BadInputError(f"state {p.spec.name!r} of stream {key!r} contains NaN or inf.")
+            view[lane] = p.from_real(value[0])
+        if pool.metadata.difference:
+            prev = np.asarray(state[PREV_KEY], dtype=np.float64)[0]
+            pool._has_prev[lane] = not np.isnan(prev).all()
+            pool._prev[lane] = np.where(np.isnan(prev), 0.0, prev)
+
+    def load(self, path) -> None:
+        from .errors import StateFileError
+        from .state_file import load_pool_state
+
+        states = load_pool_state(path, self.sha256, self.shapes)
+        if len(states) > self.capacity:
+            raise StateFileError(
+                f"{path} holds {len(states)} streams; this model's pool holds at most {self.capacity} (its batch). "
+                f"Use the model it was saved with, or pass another --state file."
+            )
+        # Keys are added in the saved order, so each stream gets the lane it had.
+        for key, state in states.items():
+            self.pool.add(key)
+            self._set(key, state)
+
+    def save(self, path) -> None:
+        from .state_file import save_pool_state
+
+        save_pool_state(path, {k: self.pool.state(k) for k in self.pool.keys}, self.sha256)
+
+
 def run_stream(
-    runner: StatefulRunner,
+    runner: StatefulRunner | StreamPool,
     source: TextIO,
     sink: TextIO,
     config: StreamConfig = StreamConfig(),
     errors: TextIO | None = None,
     source_name: str = "input",
+    new_runner: Callable[[], StatefulRunner] | None = None,
 ) -> StreamResult:
     """Forecast every row of a CSV stream and write one CSV line per row, flushing each.
 
     Args:
-        runner: the model; its state is loaded from, and saved to, ``config.state_path``.
+        runner: the model. A ``StatefulRunner`` of a batch-1 model runs one stream, or with ``config.stream_key`` one
+            stream per key (this runner serves the first key, ``new_runner`` makes the others). A ``StreamPool``
+            runs one stream per key in its lanes (needs ``config.stream_key``). The state is loaded from, and saved
+            to, ``config.state_path``: one stream's state, or with ``stream_key`` every stream's, with its key.
         source: a text stream of CSV lines (a file, or ``sys.stdin``).
         sink: where the output CSV goes.
         config: the stream options.
         errors: where bad-row messages go (default ``sys.stderr``).
         source_name: the input's name in messages.
+        new_runner: makes the runner of each further stream with ``stream_key`` and a batch-1 model (default: one
+            like ``runner``, with the interpreter's default threads).
 
     Returns:
         A ``StreamResult``. Ctrl-C and a closed output end the stream normally (state saved) and are reported there.
+        When a pool is full, a new stream's rows are skipped and reported (counted in ``refused``).
 
     Raises:
-        BadInputError: the header lacks a feature column, a batched model, or (with ``strict``) a bad row.
-        StateFileError: the state file is corrupt or belongs to another model (it is never overwritten then).
+        BadInputError: the header lacks a feature or key column, a batched runner or a pool without
+            ``stream_key``, or (with ``strict``) a bad row or a stream that does not fit the full pool.
+        StateFileError: the state file is corrupt, belongs to another model, or holds one stream where many are
+            expected (or the reverse); it is never overwritten then.
     """
     errors = errors if errors is not None else sys.stderr
-    md = runner.metadata
-    if runner.batch != 1:
+    keyed = config.stream_key is not None
+    if isinstance(runner, StreamPool):
+        if not keyed:
+            raise BadInputError(
+                "a StreamPool runs many streams: set stream_key (--stream-key COL) to the column that names each "
+                "row's stream; received stream_key=None."
+            )
+        streams = _PoolStreams(runner)
+    elif runner.batch != 1:
         raise BadInputError(
-            f"statelite run streams one series; this model was converted with batch {runner.batch}. Convert it with "
-            f"--batch 1, or step the batch from Python with StatefulRunner."
+            f"statelite run streams one series per batch-1 model; this model was converted with batch "
+            f"{runner.batch}. Pass --stream-key COL to run one stream per lane (stream_key with a StreamPool), or "
+            f"convert it with --batch 1."
         )
+    else:
+        streams = _RunnerStreams(runner, new_runner) if keyed else _OneStream(runner)
+    md = runner.metadata
     resumed = False
     if config.state_path is not None and os.path.exists(config.state_path):
-        runner.load_state(config.state_path)
+        streams.load(config.state_path)
         resumed = True
 
-    rows = skipped = saves = since_reset = unsaved = 0
+    rows = skipped = saves = unsaved = refused = 0
+    since_reset: dict = {}
+    refused_keys: set = set()
     interrupted = output_closed = False
     reader = csv.reader(_lines(source))
     horizon_names = [f"{t}_t+{h}" for t in md.targets for h in range(1, md.horizon + 1)]
+    key_head = [config.stream_key] if keyed else []
     columns: _Columns | None = None
 
     def write_header(time_head: list[str]) -> None:
-        sink.write(",".join(time_head + ["row"] + horizon_names) + "\n")
+        sink.write(",".join(time_head + ["row"] + key_head + horizon_names) + "\n")
         sink.flush()
 
     def save() -> None:
         nonlocal saves, unsaved
         if config.state_path is not None and unsaved:
-            runner.save_state(config.state_path)
+            streams.save(config.state_path)
             saves += 1
             unsaved = 0
+
+    def report(message: str, count: int) -> None:
+        # A broken sensor must not flood the log: every case up to 100, then every 1000th.
+        if count <= _REPORT_ALL or count % _REPORT_EVERY == 0:
+            errors.write(message + "\n")
+            if count == _REPORT_ALL:
+                errors.write(f"{source_name}: from now on only every {_REPORT_EVERY}th such case is reported.\n")
+            errors.flush()
 
     try:
         if not config.header:
@@ -187,33 +399,51 @@ def run_stream(
                     continue  # blank line
                 seen = True
                 if columns is None:
-                    columns = _Columns(md.features, md.time_column, fields, source_name)
+                    columns = _Columns(md.features, md.time_column, fields, source_name, config.stream_key)
                     write_header([md.time_column] if columns.time_index is not None else [])
                     continue
                 try:
-                    x, time = columns.parse(fields)
+                    x, time, key = columns.parse(fields)
                 except ValueError as exc:
                     message = f"{source_name} line {line}: {exc}"
                     if config.strict:
                         raise BadInputError(message + " (--strict stops at the first bad row).") from None
                     skipped += 1
-                    # A broken sensor must not flood the log: every bad row up to 100, then every 1000th.
-                    if skipped <= _REPORT_ALL or skipped % _REPORT_EVERY == 0:
-                        errors.write(f"{message}; row skipped, state unchanged ({skipped} so far).\n")
-                        if skipped == _REPORT_ALL:
-                            errors.write(f"{source_name}: from now on only every {_REPORT_EVERY}th bad row is reported.\n")
-                        errors.flush()
+                    report(f"{message}; row skipped, state unchanged ({skipped} so far).", skipped)
                     continue
-                if config.reset_every is not None and since_reset == config.reset_every:
-                    runner.reset()
-                    since_reset = 0
-                y = runner.step(x)
+                if key not in streams:
+                    if key in refused_keys:
+                        refused += 1
+                        continue
+                    if streams.capacity is not None and len(streams) >= streams.capacity:
+                        message = (
+                            f"{source_name} line {line}: stream {key!r} does not fit: the pool is full with "
+                            f"{streams.capacity} streams (the model's batch)"
+                        )
+                        if config.strict:
+                            raise BadInputError(
+                                message + ". Convert the model with a larger --batch, or split the input by stream "
+                                "(--strict stops at the first stream that does not fit)."
+                            )
+                        refused += 1
+                        refused_keys.add(key)
+                        report(
+                            message + "; its rows are skipped (convert with a larger --batch to run it).",
+                            len(refused_keys),
+                        )
+                        continue
+                    streams.add(key)
+                if config.reset_every is not None and since_reset.get(key, 0) == config.reset_every:
+                    streams.reset(key)
+                    since_reset[key] = 0
+                y = streams.step(key, x)
                 rows += 1
-                since_reset += 1
+                since_reset[key] = since_reset.get(key, 0) + 1
                 unsaved += 1
                 # Transposed so each target's horizon is contiguous, as the header names them.
                 out = [_format(v) for v in np.asarray(y).T.reshape(-1)]
-                sink.write(",".join(([time] if time is not None else []) + [str(line)] + out) + "\n")
+                lead = ([time] if time is not None else []) + [str(line)] + ([key] if keyed else [])
+                sink.write(",".join(lead + out) + "\n")
                 sink.flush()
                 if rows % config.save_every == 0:
                     save()
@@ -230,4 +460,6 @@ def run_stream(
         output_closed = True
     finally:
         save()
-    return StreamResult(rows, skipped, saves, resumed, interrupted, output_closed)
+    return StreamResult(
+        rows, skipped, saves, resumed, interrupted, output_closed, len(streams), refused, len(refused_keys)
+    )

@@ -51,6 +51,50 @@ def test_bench_bad_options(device_model):
     assert result.exit_code == 2 and "warmup must be 0 or more; received warmup=-1" in result.stderr
 
 
+@pytest.mark.parametrize("streams", [None, 3])
+def test_bench_pool(reference_model, streams):
+    model = reference_model("gru_float32_b8.tflite")
+    r = bench(model, steps=40, warmup=3, threads=1, streams=streams)
+    n = streams or 8
+    assert (r.mode, r.streams, r.capacity, r.steps) == ("pool", n, 8, 40)
+    assert 0 < r.min_us <= r.median_us <= r.p90_us <= r.p99_us <= r.max_us
+    assert r.steps_per_s == pytest.approx(n * 1e6 / r.mean_us, rel=1e-6), "stream steps: streams x ticks/s"
+    assert r.model_size == model.stat().st_size and r.backend_version
+    text = r.format()
+    assert f"streams      {n} in one StreamPool of 8 lanes, one invoke per tick" in text
+    assert "per tick     median" in text and f"steps/s ({n} streams x" in text
+
+
+def test_bench_separate_runners(reference_model):
+    r = bench(reference_model("lstm_int8.tflite"), steps=30, warmup=2, streams=4)
+    assert (r.mode, r.streams, r.capacity) == ("runners", 4, 1)
+    assert r.steps_per_s == pytest.approx(4 * 1e6 / r.mean_us, rel=1e-6)
+    assert "4 separate StatefulRunners stepped round-robin, 4 invokes per tick" in r.format()
+    one = bench(reference_model("lstm_int8.tflite"), steps=30, warmup=2)
+    assert (one.mode, one.streams) == ("runner", 1) and "per step     median" in one.format()
+
+
+def test_bench_streams_cli_and_errors(reference_model):
+    b8, b1 = str(reference_model("lstm_int8_b8.tflite")), str(reference_model("gru_float32.tflite"))
+    for model, mode in ((b8, "pool"), (b1, "runners")):
+        args = ["bench", model, "--streams", "8", "--steps", "20", "--warmup", "1", "--json"]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        d = json.loads(result.stdout)
+        assert (d["streams"], d["mode"], d["steps"]) == (8, mode, 20)
+        assert d["steps_per_s"] == pytest.approx(8e6 / d["mean_us"], rel=1e-6)
+    result = CliRunner().invoke(main, ["bench", b8, "--streams", "9"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert (
+        "Error: streams must be at most the model's batch, 8 (one StreamPool lane each); received streams=9"
+        in result.stderr
+    )
+    result = CliRunner().invoke(main, ["bench", b1, "--streams", "0"])
+    assert result.exit_code == 2 and "streams must be at least 1; received streams=0" in result.stderr
+    result = CliRunner().invoke(main, ["bench", b1, "--steps", "5", "--json"])
+    assert json.loads(result.stdout)["streams"] == 1
+
+
 def test_emulation_flag(monkeypatch):
     monkeypatch.setenv("QEMU_LD_PREFIX", "/usr/aarch64-linux-gnu")
     assert is_emulated()

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from device_models import device_model, sample_rows  # noqa: F401 (device_model is a fixture)
 
-from statelite import StatefulRunner, StateFileError
-from statelite.state_file import HEADER_KEY, load_state, save_state
+from statelite import BadInputError, StatefulRunner, StateFileError, StreamPool
+from statelite.state_file import HEADER_KEY, load_pool_state, load_state, save_pool_state, save_state
 
 SHA = "a1" * 32
 OTHER = "b2" * 32
@@ -139,7 +139,7 @@ def test_newer_format(tmp_path):
     header["format_version"] = 99
     arrays[HEADER_KEY] = np.array(json.dumps(header))
     np.savez(path, **arrays)
-    with pytest.raises(StateFileError, match="format version 99; this statelite reads up to 1"):
+    with pytest.raises(StateFileError, match="format version 99; this statelite reads up to 2"):
         load_state(path, SHA, SHAPES)
 
 
@@ -168,3 +168,108 @@ def test_runner_refuses_other_models_state(tmp_path, device_model):
     a.save_state(tmp_path / "s.npz")
     with pytest.raises(StateFileError, match=f"saved by model sha256 {a.model_sha256[:12]}"):
         StatefulRunner(lstm).load_state(tmp_path / "s.npz")
+
+
+# -- pool files: many streams with their keys ------------------------------------------------------------------------
+
+POOL = {
+    "sensor-7": {"h_0": np.full((1, 4), 0.5, np.float32), "x_prev": np.array([[370.12345678]])},
+    3: {"h_0": -np.ones((1, 4), np.float32), "x_prev": np.array([[np.nan]])},
+}
+POOL_SHAPES = {"h_0": (1, 4), "x_prev": (1, 1)}
+
+
+def test_pool_round_trip(tmp_path):
+    path = tmp_path / "p.npz"
+    save_pool_state(path, POOL, SHA)
+    loaded = load_pool_state(path, SHA, POOL_SHAPES)
+    assert list(loaded) == ["sensor-7", 3], "keys keep their order and type (str, int)"
+    for key, state in POOL.items():
+        assert list(loaded[key]) == ["h_0", "x_prev"]
+        assert loaded[key]["h_0"].dtype == np.float32 and loaded[key]["x_prev"].dtype == np.float64
+        np.testing.assert_array_equal(loaded[key]["h_0"], state["h_0"])
+        np.testing.assert_array_equal(loaded[key]["x_prev"], state["x_prev"])  # NaN where equal NaN
+    with np.load(path) as d:
+        header = json.loads(str(d[HEADER_KEY]))
+        assert d["h_0"].shape == (2, 1, 4), "streams stacked on a new first axis, in key order"
+    assert header["format_version"] == 2 and header["keys"] == ["sensor-7", 3]
+    assert [p.name for p in tmp_path.iterdir()] == ["p.npz"], "no temporary file left behind"
+
+
+def test_single_stream_files_stay_version_1(tmp_path):
+    # So a statelite that reads only version 1 still resumes from files this one writes for one stream.
+    save_state(tmp_path / "s.npz", STATE, SHA)
+    with np.load(tmp_path / "s.npz") as d:
+        assert json.loads(str(d[HEADER_KEY]))["format_version"] == 1
+
+
+def test_empty_pool(tmp_path):
+    save_pool_state(tmp_path / "p.npz", {}, SHA)
+    assert load_pool_state(tmp_path / "p.npz", SHA, POOL_SHAPES) == {}
+
+
+def test_pool_and_single_files_refuse_each_other(tmp_path):
+    save_pool_state(tmp_path / "p.npz", POOL, SHA)
+    with pytest.raises(StateFileError, match=r"holds the states of 2 streams .*expected one stream's state"):
+        load_state(tmp_path / "p.npz", SHA, POOL_SHAPES)
+    save_state(tmp_path / "s.npz", STATE, SHA)
+    with pytest.raises(StateFileError, match=r"holds one stream's state \(saved without --stream-key\)"):
+        load_pool_state(tmp_path / "s.npz", SHA, SHAPES)
+
+
+def test_pool_checks(tmp_path):
+    path = tmp_path / "p.npz"
+    save_pool_state(path, POOL, OTHER)
+    with pytest.raises(StateFileError, match="holds the state of another model"):
+        load_pool_state(path, SHA, POOL_SHAPES)
+    save_pool_state(path, POOL, SHA)
+    with pytest.raises(StateFileError, match=r"h_0 expected \(2, 1, 8\), received \(2, 1, 4\).*the 2 streams"):
+        load_pool_state(path, SHA, {"h_0": (1, 8), "x_prev": (1, 1)})
+    with pytest.raises(StateFileError, match=r"expected states \['c_0', 'h_0', 'x_prev'\]"):
+        load_pool_state(path, SHA, {**POOL_SHAPES, "c_0": (1, 4)})
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(StateFileError, match="truncated or corrupt"):
+        load_pool_state(path, SHA, POOL_SHAPES)
+
+
+def test_pool_duplicate_keys_in_header(tmp_path):
+    path = tmp_path / "p.npz"
+    save_pool_state(path, POOL, SHA)
+    with np.load(path) as d:
+        arrays = {k: d[k] for k in d.files}
+    header = json.loads(str(arrays[HEADER_KEY]))
+    header["keys"] = ["a", "a"]
+    arrays[HEADER_KEY] = np.array(json.dumps(header))
+    np.savez(path, **arrays)
+    with pytest.raises(StateFileError, match="list of stream keys is not a list of distinct strings or integers"):
+        load_pool_state(path, SHA, POOL_SHAPES)
+
+
+def test_pool_bad_arguments(tmp_path):
+    with pytest.raises(BadInputError, match=r"keys in a state file must be strings or integers; received \[\(1, 2\)\]"):
+        save_pool_state(tmp_path / "p.npz", {(1, 2): POOL[3]}, SHA)
+    with pytest.raises(BadInputError, match="must be strings or integers"):
+        save_pool_state(tmp_path / "p.npz", {True: POOL[3]}, SHA)
+    with pytest.raises(BadInputError, match="every stream's state must have the names and shapes of the first"):
+        save_pool_state(tmp_path / "p.npz", {"a": POOL[3], "b": {**POOL[3], "h_0": np.zeros((1, 5))}}, SHA)
+    with pytest.raises(BadInputError, match=r"every stream's state must have the names \['h_0', 'x_prev'\]"):
+        save_pool_state(tmp_path / "p.npz", {"a": POOL[3], "b": {**POOL[3], "c_0": np.zeros((1, 4))}}, SHA)
+    assert not (tmp_path / "p.npz").exists()
+
+
+def test_stream_pool_states_round_trip(tmp_path, reference_model):
+    """A StreamPool's states saved per key come back bit for bit, for an int8 LSTM (h and c states, x_prev)."""
+    model = reference_model("lstm_int8_b8.tflite")
+    pool = StreamPool(model)
+    rng = np.random.default_rng(0)
+    for key in ("a", "b", "c"):
+        pool.add(key)
+    for t in range(12):
+        pool.step({k: [370 + rng.normal()] for k in ("a", "b", "c")[: 1 + t % 3]})
+    sha = StatefulRunner(model).model_sha256
+    save_pool_state(tmp_path / "p.npz", {k: pool.state(k) for k in pool.keys}, sha)
+    loaded = load_pool_state(tmp_path / "p.npz", sha, {k: v.shape for k, v in pool.state("a").items()})
+    for key in pool.keys:
+        for name, value in pool.state(key).items():
+            np.testing.assert_array_equal(loaded[key][name], value)

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from device_models import CLI, ENV, device_model, read_output, sample_rows, write_csv  # noqa: F401 (fixture)
 
-from statelite import BadInputError, StatefulRunner, read_metadata
+from statelite import BadInputError, StatefulRunner, StateFileError, StreamPool, read_metadata
 from statelite.cli import main
 from statelite.stream import StreamConfig, run_stream
 
@@ -259,3 +259,298 @@ def test_rows_are_handled_as_they_arrive(device_model):
             p.wait()
         p.stdout.close()
         p.stderr.close()
+
+
+# -- many streams in one input (--stream-key) ----------------------------------------------------------------------
+
+
+@pytest.fixture(params=["gru_float32_b8", "lstm_int8_b8"], ids=["f32", "int8"])
+def batched(request, reference_model):
+    return reference_model(request.param + ".tflite")
+
+
+def keyed_rows(streams: dict, order: list) -> list[list[str]]:
+    """Interleaved ``date,sensor,co2`` rows: ``order`` lists the key of each row; each key takes its series in turn."""
+    taken = {k: 0 for k in streams}
+    rows = []
+    for key in order:
+        i = taken[key]
+        taken[key] += 1
+        rows.append([f"t{i}", key, repr(float(streams[key][i]))])
+    return rows
+
+
+def keyed_text(rows, header=("date", "sensor", "co2")) -> str:
+    return "\n".join(",".join(r) for r in [list(header)] + rows) + "\n"
+
+
+def series(keys, steps, seed=0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {k: 360 + 10 * i + np.cumsum(rng.normal(0, 0.5, steps)) for i, k in enumerate(keys)}
+
+
+def interleaving(keys, counts: dict, seed=1) -> list:
+    order = [k for k in keys for _ in range(counts[k])]
+    np.random.default_rng(seed).shuffle(order)
+    return order
+
+
+def by_key(out: str) -> tuple[list[str], dict]:
+    """The header and ``{key: (rows, forecasts)}`` of keyed ``statelite run`` output (time, row, key, forecasts...)."""
+    header, rows = read_output(out)
+    k = header.index("row") + 1
+    got: dict = {}
+    for r in rows:
+        lines, ys = got.setdefault(r[k], ([], []))
+        lines.append(int(r[k - 1]))
+        ys.append([float(v) for v in r[k + 1 :]])
+    return header, {key: (lines, np.array(ys)) for key, (lines, ys) in got.items()}
+
+
+def pool_reference(model, data: dict, keys, counts: dict, reset_every=None) -> tuple[dict, StreamPool]:
+    """Each key's forecasts from a StreamPool of the same model with the same lanes, stepping one stream at a time."""
+    pool = StreamPool(model)
+    for key in keys:
+        pool.add(key)
+    want = {}
+    for key in keys:
+        ys = []
+        for i in range(counts[key]):
+            if reset_every and i and i % reset_every == 0:
+                pool.reset(key)
+            ys.append(pool.step({key: [data[key][i]]})[key].T.reshape(-1))
+        want[key] = np.array(ys)
+    return want, pool
+
+
+def _format(v) -> str:
+    return format(float(v), ".10g")  # as statelite run writes a forecast
+
+
+def keyed_stream(model, text, config, new_runner=None):
+    runner = StreamPool(model) if read_metadata(model).batch > 1 else StatefulRunner(model)
+    out, err = io.StringIO(), io.StringIO()
+    result = run_stream(runner, io.StringIO(text), out, config, errors=err, source_name="in.csv", new_runner=new_runner)
+    return result, out.getvalue(), err.getvalue(), runner
+
+
+def test_interleaved_streams_each_get_their_own_forecasts(batched):
+    """Rows of three sensors interleave at random, and one sensor stops sending early: each stream's forecasts are
+    exactly what its lane computes when stepped alone, and the silent stream keeps its state."""
+    keys = ["s1", "s2", "quiet"]
+    counts = {"s1": 30, "s2": 22, "quiet": 4}
+    data = series(keys, 30)
+    order = [k for k in ("s1", "quiet", "s2", "quiet", "quiet", "quiet")]  # the quiet one stops after its 4 rows
+    order += interleaving(["s1", "s2"], {"s1": 29, "s2": 21})
+    text = keyed_text(keyed_rows(data, order))
+    result, out, err, pool = keyed_stream(batched, text, StreamConfig(stream_key="sensor"))
+    assert err == "" and (result.rows, result.streams, result.refused) == (56, 3, 0)
+    header, got = by_key(out)
+    md = read_metadata(batched)
+    assert header == ["date", "row", "sensor"] + [f"co2_t+{h}" for h in range(1, md.horizon + 1)]
+    want, reference = pool_reference(batched, data, ["s1", "quiet", "s2"], counts)
+    for key in keys:
+        lines, ys = got[key]
+        assert lines == [i + 2 for i, k in enumerate(order) if k == key], "row is the input line number"
+        np.testing.assert_allclose(ys, want[key], rtol=1e-9, atol=0)  # .10g text: exact to print precision
+    for name, value in reference.state("quiet").items():
+        np.testing.assert_array_equal(pool.state("quiet")[name], value)
+
+
+def test_float_pool_stream_equals_single_stream_run(reference_model):
+    """The same series through the batch-8 pool (with other streams around it) and through a plain single-stream
+    ``statelite run`` of the batch-1 model agree to float32 precision."""
+    keys = ["a", "b"]
+    data = series(keys, 25)
+    order = interleaving(keys, {"a": 25, "b": 25})
+    _, out, _, _ = keyed_stream(
+        reference_model("gru_float32_b8.tflite"), keyed_text(keyed_rows(data, order)), StreamConfig(stream_key="sensor")
+    )
+    _, got = by_key(out)
+    single = reference_model("gru_float32.tflite")
+    for key in keys:
+        _, alone, _, _ = stream(single, csv_text(["co2"], data[key][:, None]))
+        np.testing.assert_allclose(got[key][1], forecasts(read_output(alone)[1]), rtol=0, atol=1e-4)
+
+
+def test_batch1_model_runs_one_runner_per_stream(reference_model):
+    model = reference_model("gru_float32.tflite")
+    keys = ["x", "y", "z"]
+    counts = {"x": 12, "y": 9, "z": 5}
+    data = series(keys, 12)
+    order = interleaving(keys, counts)
+    made = []
+
+    def new_runner():
+        made.append(StatefulRunner(model))
+        return made[-1]
+
+    result, out, _, _ = keyed_stream(model, keyed_text(keyed_rows(data, order)), StreamConfig(stream_key="sensor"),
+                                     new_runner=new_runner)
+    assert result.streams == 3 and len(made) == 2, "the caller's runner serves the first stream"
+    _, got = by_key(out)
+    for key in keys:
+        want = expected(model, data[key][: counts[key], None])
+        np.testing.assert_array_equal(got[key][1], np.array([[float(_format(v)) for v in r] for r in want]))
+
+
+def test_reset_every_counts_each_stream(batched):
+    keys = ["a", "b"]
+    counts = {"a": 14, "b": 9}
+    data = series(keys, 14)
+    order = interleaving(keys, counts)
+    config = StreamConfig(stream_key="sensor", reset_every=4)
+    _, out, _, _ = keyed_stream(batched, keyed_text(keyed_rows(data, order)), config)
+    _, got = by_key(out)
+    want, _ = pool_reference(batched, data, [k for k in dict.fromkeys(order)], counts, reset_every=4)
+    for key in keys:
+        np.testing.assert_allclose(got[key][1], want[key], rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("model_name", ["gru_float32_b8", "lstm_int8_b8", "gru_float32"])
+def test_keyed_state_saved_and_resumed(tmp_path, reference_model, model_name):
+    """Stop after some rows and resume from the state file with a new pool (or new runners): the continued
+    forecasts equal an unbroken run's, including those of a stream that was silent from before the stop until the
+    last row."""
+    model = reference_model(model_name + ".tflite")
+    data = series(["a", "b", "c"], 20)
+    order = ["c"] * 3 + interleaving(["a", "b"], {"a": 20, "b": 16}) + ["c"]
+    rows = keyed_rows(data, order)
+    state = str(tmp_path / "pool.npz")
+    _, whole, _, _ = keyed_stream(model, keyed_text(rows), StreamConfig(stream_key="sensor"))
+    cut = 21
+    config = StreamConfig(stream_key="sensor", state_path=state, save_every=5)
+    first, out1, _, _ = keyed_stream(model, keyed_text(rows[:cut]), config)
+    assert not first.resumed and first.saves == 5  # after 5, 10, 15, 20 rows, and at the end
+    second, out2, _, _ = keyed_stream(model, keyed_text(rows[cut:]), config)
+    assert second.resumed and second.streams == 3
+    tail = [r.split(",")[2:] for r in out2.splitlines()[1:]]  # line numbers restart in the second file
+    assert tail == [r.split(",")[2:] for r in whole.splitlines()[1 + cut :]]
+    assert out1.splitlines() == whole.splitlines()[: 1 + cut]
+
+
+def test_pool_full_skips_new_streams_and_reports_once(reference_model):
+    model = reference_model("gru_float32_b8.tflite")
+    keys = [f"s{i}" for i in range(10)]
+    data = series(keys, 6)
+    order = [k for _ in range(6) for k in keys]  # round-robin: s8 and s9 arrive when the pool is full
+    result, out, err, _ = keyed_stream(model, keyed_text(keyed_rows(data, order)), StreamConfig(stream_key="sensor"))
+    assert (result.rows, result.refused, result.refused_streams, result.streams) == (48, 12, 2, 8)
+    lines = err.splitlines()
+    assert len(lines) == 2, "each stream that does not fit is reported once"
+    assert lines[0] == (
+        "in.csv line 10: stream 's8' does not fit: the pool is full with 8 streams (the model's batch); its rows are "
+        "skipped (convert with a larger --batch to run it)."
+    )
+    _, got = by_key(out)
+    assert sorted(got) == keys[:8]
+    want, _ = pool_reference(model, data, keys[:8], {k: 6 for k in keys[:8]})
+    for key in keys[:8]:
+        np.testing.assert_allclose(got[key][1], want[key], rtol=1e-9, atol=0)
+    with pytest.raises(BadInputError, match=r"in.csv line 10: stream 's8' does not fit: the pool is full with 8 "
+                                            r"streams .*--strict stops at the first stream that does not fit"):
+        keyed_stream(model, keyed_text(keyed_rows(data, order)), StreamConfig(stream_key="sensor", strict=True))
+
+
+def test_keyed_bad_rows(reference_model):
+    model = reference_model("gru_float32_b8.tflite")
+    text = keyed_text([["t0", "a", "360.0"], ["t1", "", "361.0"], ["t2", "b", "nan"], ["t3", "b", "362.0"]])
+    result, out, err, _ = keyed_stream(model, text, StreamConfig(stream_key="sensor"))
+    assert "in.csv line 3: column 'sensor' (the stream key) is empty; row skipped" in err
+    assert "in.csv line 4: column 'co2' is 'nan'; every value must be finite; row skipped" in err
+    assert (result.rows, result.skipped, result.streams) == (2, 2, 2)
+    assert [r[1:3] for r in read_output(out)[1]] == [["2", "a"], ["5", "b"]]
+
+
+def test_keyed_configuration_errors(reference_model, tmp_path):
+    b8, b1 = reference_model("gru_float32_b8.tflite"), reference_model("gru_float32.tflite")
+    with pytest.raises(BadInputError, match=r"the header lacks the stream key column 'sensor' \(--stream-key\)"):
+        keyed_stream(b8, "date,co2\nt0,360\n", StreamConfig(stream_key="sensor"))
+    with pytest.raises(BadInputError, match="stream key column must not be one of the model's features"):
+        keyed_stream(b8, "date,co2\nt0,360\n", StreamConfig(stream_key="co2"))
+    with pytest.raises(BadInputError, match="stream_key names a header column.*header=False"):
+        StreamConfig(stream_key="sensor", header=False)
+    with pytest.raises(BadInputError, match="a StreamPool runs many streams: set stream_key"):
+        run_stream(StreamPool(b8), io.StringIO(""), io.StringIO())
+    with pytest.raises(BadInputError, match="converted with batch 8. Pass --stream-key COL"):
+        run_stream(StatefulRunner(b8), io.StringIO(""), io.StringIO())
+    # A single-stream state file and a pool state file refuse each other by name.
+    single = tmp_path / "one.npz"
+    StatefulRunner(b1).save_state(single)
+    with pytest.raises(StateFileError, match="holds one stream's state .*saved without --stream-key"):
+        keyed_stream(b1, "date,sensor,co2\n", StreamConfig(stream_key="sensor", state_path=str(single)))
+    many = tmp_path / "many.npz"
+    two = keyed_text([["t0", "a", "360"], ["t0", "b", "370"]])
+    keyed_stream(b1, two, StreamConfig(stream_key="sensor", state_path=str(many)))
+    with pytest.raises(StateFileError, match="holds the states of 2 streams"):
+        stream(b1, "date,co2\n", StreamConfig(state_path=str(many)))
+
+
+def test_cli_stream_key(tmp_path, reference_model):
+    model = reference_model("gru_float32_b8.tflite")
+    keys = [f"s{i}" for i in range(9)]
+    data = series(keys, 3)
+    rows = keyed_rows(data, [k for _ in range(3) for k in keys])
+    (tmp_path / "in.csv").write_text(keyed_text(rows))
+    state = tmp_path / "pool.npz"
+    args = ["run", str(model), "--stream-key", "sensor", "--input", str(tmp_path / "in.csv"), "--state", str(state)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert f"statelite run: 24 rows forecast for 8 streams, 3 rows of 1 streams skipped (pool full: 8 streams), " \
+           f"state saved to {state}" in result.stderr
+    assert "stream 's8' does not fit" in result.stderr and "Traceback" not in result.output
+    assert read_output(result.stdout)[0][:3] == ["date", "row", "sensor"]
+    assert state.exists()
+    result = CliRunner().invoke(main, args + ["--strict"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "stream 's8' does not fit: the pool is full with 8 streams" in result.stderr
+    result = CliRunner().invoke(main, ["run", str(model), "--stream-key", "sensor", "--no-header"], input="1\n")
+    assert result.exit_code == 2 and "Error: stream_key names a header column" in result.stderr
+    result = CliRunner().invoke(main, ["run", str(model)], input="date,co2\nt0,360\n")
+    assert result.exit_code == 2 and "Pass --stream-key COL" in result.stderr
+
+
+def test_keyed_sigterm_then_resume_in_a_process(tmp_path, reference_model):
+    """A real ``statelite run --stream-key`` stopped by SIGTERM mid-stream saves every stream; the next run resumes
+    them and its forecasts continue exactly as one unbroken run's."""
+    import signal
+
+    model = reference_model("lstm_int8_b8.tflite")
+    keys = ["a", "b", "c"]
+    counts = {"a": 10, "b": 8, "c": 6}
+    data = series(keys, 10)
+    rows = keyed_rows(data, interleaving(keys, counts))
+    _, whole, _, _ = keyed_stream(model, keyed_text(rows), StreamConfig(stream_key="sensor"))
+    want = [r.split(",")[2:] for r in whole.splitlines()[1:]]
+    state = tmp_path / "pool.npz"
+    p = subprocess.Popen(
+        [*CLI, "run", str(model), "--stream-key", "sensor", "--state", str(state)], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+    )
+    try:
+        p.stdin.write("date,sensor,co2\n")
+        p.stdin.flush()
+        assert _readline(p).startswith("date,row,sensor,")
+        got = []
+        for r in rows[:11]:
+            p.stdin.write(",".join(r) + "\n")
+            p.stdin.flush()
+            got.append(_readline(p).strip().split(",")[2:])
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=30) == 0
+        err = p.stderr.read()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stdout.close()
+        p.stderr.close()
+        p.stdin.close()
+    assert "statelite run: stopped, 11 rows forecast for 3 streams" in err and "Traceback" not in err
+    done = subprocess.run(
+        [*CLI, "run", str(model), "--stream-key", "sensor", "--state", str(state)],
+        input=keyed_text(rows[11:]), capture_output=True, text=True, env=ENV, timeout=60, check=False,
+    )
+    assert done.returncode == 0 and "resumed from" in done.stderr
+    got += [r.split(",")[2:] for r in done.stdout.splitlines()[1:]]
+    assert got == want

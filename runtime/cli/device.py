@@ -52,10 +52,15 @@ def _on_sigterm(signum, frame):
 @click.option("--save-every", type=int, default=100, show_default=True, metavar="K", help="Save the state every K rows.")
 @click.option("--reset-every", type=int, metavar="N", help="Reset the state to zero every N rows.")
 @click.option("--no-header", is_flag=True, help="The input has no header: each row is the features, in model order.")
-@click.option("--strict", is_flag=True, help="Stop (exit 2) at the first bad row instead of skipping it.")
+@click.option(
+    "--strict", is_flag=True,
+    help="Stop (exit 2) at the first bad row, or the first stream that does not fit a full pool, instead of skipping.",
+)
+@click.option("--stream-key", metavar="COL", help="Header column naming each row's stream: many streams in one input.")
 @click.option("--threads", type=int, metavar="T", help="Interpreter threads.  [default: the interpreter's]")
 @_backend_option
-def run(model, input_path, output_path, state_path, save_every, reset_every, no_header, strict, threads, backend):
+def run(model, input_path, output_path, state_path, save_every, reset_every, no_header, strict, stream_key, threads,
+        backend):
     """Forecast a CSV stream row by row, carrying the recurrent state.
 
     Rows are read as they arrive (a file, or stdin with '-'); each forecast line is written and flushed at once.
@@ -65,12 +70,31 @@ def run(model, input_path, output_path, state_path, save_every, reset_every, no_
     A bad row (empty or non-numeric value, NaN, wrong column count) is reported on stderr with its line number and
     skipped without touching the state. With --state the state is loaded at start when the file exists, saved
     atomically every K rows and at the end, including on Ctrl-C or SIGTERM.
+
+    With --stream-key COL the input holds many streams (COL names each row's stream, e.g. a sensor id; rows of
+    different streams may interleave): each row steps only its own stream, and the output gains COL after row. A
+    model converted with --batch N runs up to N streams in one StreamPool; a batch-1 model gets one runner (one
+    interpreter) per stream, fine for a few. A stream is added when first seen; when the pool is full, a new stream
+    is reported once on stderr and its rows are skipped (the others go on), or with --strict the run stops with
+    exit 2. --state then holds every stream's state with its key, --reset-every counts each stream's rows, and a
+    stream that stops sending keeps its state.
     """
+    from ..metadata import read_metadata
+    from ..pool import StreamPool
     from ..runner import StatefulRunner
     from ..stream import StreamConfig, run_stream
 
-    config = StreamConfig(state_path, save_every, reset_every, header=not no_header, strict=strict)
-    runner = StatefulRunner(model, backend=backend, num_threads=threads)
+    config = StreamConfig(
+        state_path, save_every, reset_every, header=not no_header, strict=strict, stream_key=stream_key
+    )
+    new_runner = None
+    if stream_key is not None and read_metadata(model).batch > 1:
+        runner = StreamPool(model, backend=backend, num_threads=threads)
+    else:
+        runner = StatefulRunner(model, backend=backend, num_threads=threads)
+
+        def new_runner():  # the runner of each further stream, with the same options
+            return StatefulRunner(model, backend=backend, num_threads=threads)
     if input_path == "-":
         source, source_name = sys.stdin, "stdin"
         try:
@@ -93,7 +117,9 @@ def run(model, input_path, output_path, state_path, save_every, reset_every, no_
     except ValueError:  # not the main thread
         pass
     try:
-        result = run_stream(runner, source, sink, config, errors=sys.stderr, source_name=source_name)
+        result = run_stream(
+            runner, source, sink, config, errors=sys.stderr, source_name=source_name, new_runner=new_runner
+        )
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -108,9 +134,13 @@ def run(model, input_path, output_path, state_path, save_every, reset_every, no_
         if sink is sys.stdout:
             _silence_stdout()
         return
-    parts = [f"{result.rows} rows forecast"]
+    parts = [f"{result.rows} rows forecast" + (f" for {result.streams} streams" if stream_key is not None else "")]
     if result.skipped:
         parts.append(f"{result.skipped} bad rows skipped")
+    if result.refused:
+        parts.append(
+            f"{result.refused} rows of {result.refused_streams} streams skipped (pool full: {runner.capacity} streams)"
+        )
     if state_path:
         parts.append(("resumed from and " if result.resumed else "") + f"state saved to {state_path}")
     if result.interrupted:
@@ -147,13 +177,23 @@ def verify(model, golden, junit, as_json, backend):
 @click.option("--steps", type=int, default=1000, show_default=True, help="Timed steps.")
 @click.option("--warmup", type=int, default=100, show_default=True, help="Untimed steps first.")
 @click.option("--threads", type=int, metavar="T", help="Interpreter threads.  [default: the interpreter's]")
+@click.option(
+    "--streams", type=int, metavar="N",
+    help="Streams stepped each tick: N lanes of one StreamPool (batched model; default its batch), or N separate "
+    "runners round-robin (batch-1 model; default one runner, per step).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_backend_option
-def bench(model, steps, warmup, threads, as_json, backend):
-    """Time one step of the model: median, p90 and p99 microseconds, steps/s, peak memory."""
+def bench(model, steps, warmup, threads, streams, as_json, backend):
+    """Time one step of the model: median, p90 and p99 microseconds, steps/s, peak memory.
+
+    With many streams (--streams N, or any model converted with --batch) each tick steps every stream once and is
+    timed as one: a batched model steps N lanes of one StreamPool in one invoke, a batch-1 model N separate runners
+    one after another, so the two can be compared. Throughput is stream steps per second (streams x ticks/s).
+    """
     from ..bench import bench as run_bench
 
-    report = run_bench(model, steps=steps, warmup=warmup, threads=threads, backend=backend)
+    report = run_bench(model, steps=steps, warmup=warmup, threads=threads, backend=backend, streams=streams)
     click.echo(json.dumps(report.to_dict(), indent=1) if as_json else report.format())
 
 
