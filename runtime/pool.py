@@ -37,6 +37,8 @@ class StreamPool:
         self.capacity = md.batch
         self.allow_nonfinite = allow_nonfinite
         self._slots: dict[Hashable, int] = {}
+        self._cached_keys: tuple = ()
+        self._cached_lanes = None
         self._free = list(range(self.capacity - 1, -1, -1))
         n_features = md.x.shape[1]
         self._x = np.zeros((self.capacity, n_features))
@@ -59,11 +61,13 @@ class StreamPool:
                 f"larger --batch."
             )
         self._slots[key] = self._free.pop()
+        self._cached_keys = ()
         self.reset(key)
 
     def remove(self, key: Hashable) -> None:
         self._free.append(self._slot(key))
         del self._slots[key]
+        self._cached_keys = ()
 
     def reset(self, key: Hashable) -> None:
         """Zero one stream's state (and forget its previous row); the other streams are untouched."""
@@ -100,6 +104,47 @@ class StreamPool:
             )
         return out
 
+    def set_state(self, key: Hashable, values: Mapping[str, np.ndarray]) -> None:
+        """Set one stream's state from a dict shaped as ``state(key)`` returns it (names and shapes checked)."""
+        lane = self._slot(key)
+        expected = {p.spec.name for p in self._r._pairs} | ({PREV_KEY} if self.metadata.difference else set())
+        if set(values) != expected:
+            raise BadInputError(f"state must have exactly the keys {sorted(expected)}; received {sorted(values)}.")
+        rows = []
+        for p in self._r._pairs:
+            v = np.asarray(values[p.spec.name], dtype=np.float32)
+            want = (1,) + p.spec.input.shape[1:]
+            if v.shape != want:
+                raise BadInputError(f"state {p.spec.name!r} must have shape {want}; received shape {v.shape}.")
+            if not np.isfinite(v).all():
+                raise BadInputError(f"state {p.spec.name!r} of stream {key!r} contains NaN or inf.")
+            rows.append(p.from_real(v[0]))
+        if self.metadata.difference:
+            prev = np.asarray(values[PREV_KEY], dtype=np.float64).reshape(-1)
+            if prev.shape != (self._x.shape[1],):
+                raise BadInputError(f"state {PREV_KEY!r} must have {self._x.shape[1]} values; received {prev.size}.")
+        for view, row in zip(self._r._in_views, rows):
+            view[lane] = row
+        if self.metadata.difference:
+            self._has_prev[lane] = not np.isnan(prev).all()
+            self._prev[lane] = np.where(np.isnan(prev), 0.0, prev)
+
+    @property
+    def model_sha256(self) -> str:
+        return self._r.model_sha256
+
+    @property
+    def model_size(self) -> int:
+        return self._r.model_size
+
+    @property
+    def backend(self) -> str:
+        return self._r.backend
+
+    @property
+    def backend_version(self) -> str:
+        return self._r.backend_version
+
     # -- stepping ------------------------------------------------------------------------------------------------
 
     def step(self, rows: Mapping[Hashable, object]) -> dict[Hashable, np.ndarray]:
@@ -116,30 +161,61 @@ class StreamPool:
         """
         if not rows:
             return {}
-        r = self._r
-        keys = list(rows)
-        lanes = np.fromiter((self._slot(k) for k in keys), dtype=np.intp, count=len(keys))
+        keys = tuple(rows)
+        if keys != self._cached_keys:  # a gateway usually ticks the same streams in the same order
+            self._cached_lanes = self._lanes_of(keys)
+            self._cached_keys = keys
         try:
-            block = np.asarray([rows[k] for k in keys], dtype=np.float64).reshape(len(keys), self._x.shape[1])
+            block = np.asarray(list(rows.values()), dtype=np.float64).reshape(len(keys), self._x.shape[1])
         except ValueError:
             raise BadInputError(
                 f"every row must have {self._x.shape[1]} values (features: {', '.join(self.metadata.features)})."
             ) from None
+        return dict(zip(keys, self._step_lanes(self._cached_lanes, block, keys)))
+
+    def step_all(self, xs) -> np.ndarray:
+        """Advance every stream by one step, rows given in ``keys`` order: the fast path for a gateway whose
+        sensors all tick together (no dict built or read).
+
+        Args:
+            xs: ``(len(pool), features)`` raw rows, in the order of ``pool.keys``.
+
+        Returns:
+            ``(len(pool), horizon, targets)`` forecasts in raw units, in the same order.
+        """
+        xs = np.asarray(xs, dtype=np.float64)
+        if xs.shape != (len(self._slots), self._x.shape[1]):
+            raise BadInputError(
+                f"xs must have shape ({len(self._slots)}, {self._x.shape[1]}) (one row per stream, in pool.keys "
+                f"order); received shape {xs.shape}."
+            )
+        keys = tuple(self._slots)
+        if keys != self._cached_keys:
+            self._cached_lanes = self._lanes_of(keys)
+            self._cached_keys = keys
+        return self._step_lanes(self._cached_lanes, xs, keys)
+
+    def _lanes_of(self, keys: tuple):
+        lanes = np.fromiter((self._slot(k) for k in keys), dtype=np.intp, count=len(keys))
+        # Streams in lanes 0..n-1 in order (the usual case) are addressed by a slice, without copies.
+        return slice(0, len(lanes)) if (lanes == np.arange(len(lanes))).all() else lanes
+
+    def _step_lanes(self, lanes, block: np.ndarray, keys: tuple) -> np.ndarray:
+        r = self._r
         if not self.allow_nonfinite and not np.isfinite(block).all():
             bad = [k for k, row in zip(keys, block) if not np.isfinite(row).all()]
             raise BadInputError(f"rows of streams {bad} contain NaN or inf; nothing was stepped.")
         x = self._x
         x[:] = 0.0
         if self.metadata.difference:
-            prev = np.where(self._has_prev[lanes, None], self._prev[lanes], block)
-            x[lanes] = block - prev
+            has = self._has_prev[lanes]
+            x[lanes] = block - (self._prev[lanes] if has.all() else np.where(has[:, None], self._prev[lanes], block))
         else:
             x[lanes] = block
-        tr = r._transform
         if r._direct:
             r._xv[...] = x
         else:
-            xm = tr.scale_diff(x)
+            xm = r._transform.scale_diff(x)
             if r._xq is not None:
                 xm = _quantize(xm, r._xq.scale, r._xq.zero_point, r._x_dtype)
             r._xv[...] = xm
@@ -155,7 +231,7 @@ class StreamPool:
                 y = (y - r._yq.zero_point) * r._yq.scale
             if r._out_map is not None:
                 y = y @ r._out_map[0] + r._out_map[1]
-        y = y.reshape(len(keys), *r._y_shape[1:])
+        y = y.reshape(len(block), *r._y_shape[1:])
         if self.metadata.difference:
             y += block[:, None, self._target_index]
-        return dict(zip(keys, y))
+        return y

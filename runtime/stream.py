@@ -248,9 +248,7 @@ class _PoolStreams:
     def __init__(self, pool: StreamPool):
         self.pool = pool
         self.capacity = pool.capacity
-        # StreamPool exposes neither its model's hash nor a state setter; its runner (``_r``) has the hash, and its
-        # lanes are set the way ``StreamPool.reset`` zeroes them (see ``_set``).
-        self.sha256 = pool._r.model_sha256
+        self.sha256 = pool.model_sha256
         self.shapes = _stream_shapes(pool.metadata)
 
     def __len__(self) -> int:
@@ -268,19 +266,6 @@ class _PoolStreams:
     def reset(self, key) -> None:
         self.pool.reset(key)
 
-    def _set(self, key, state: dict) -> None:
-        pool, runner = self.pool, self.pool._r
-        lane = pool._slots[key]
-        for p, view in zip(runner._pairs, runner._in_views):
-            value = np.asarray(state[p.spec.name], dtype=np.float32)
-            if not np.isfinite(value).all():
-                raise BadInputError(f"state {p.spec.name!r} of stream {key!r} contains NaN or inf.")
-            view[lane] = p.from_real(value[0])
-        if pool.metadata.difference:
-            prev = np.asarray(state[PREV_KEY], dtype=np.float64)[0]
-            pool._has_prev[lane] = not np.isnan(prev).all()
-            pool._prev[lane] = np.where(np.isnan(prev), 0.0, prev)
-
     def load(self, path) -> None:
         from .errors import StateFileError
         from .state_file import load_pool_state
@@ -294,7 +279,7 @@ class _PoolStreams:
         # Keys are added in the saved order, so each stream gets the lane it had.
         for key, state in states.items():
             self.pool.add(key)
-            self._set(key, state)
+            self.pool.set_state(key, state)
 
     def save(self, path) -> None:
         from .state_file import save_pool_state

@@ -100,7 +100,10 @@ def test_emulation_flag(monkeypatch):
     assert is_emulated()
     monkeypatch.delenv("QEMU_LD_PREFIX")
     monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    monkeypatch.delenv("STATELITE_EMULATED", raising=False)
     assert not is_emulated()
+    monkeypatch.setenv("STATELITE_EMULATED", "1")
+    assert is_emulated()
 
 
 @pytest.mark.parametrize("kind", ["gru", "int8", "lstm"])

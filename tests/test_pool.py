@@ -117,3 +117,31 @@ def test_bad_row_steps_nothing(models):
 def test_single_stream_model_is_refused(reference_model):
     with pytest.raises(BadInputError, match="needs a model converted with --batch N"):
         StreamPool(reference_model("gru_float32.tflite"))
+
+
+def test_step_all_equals_dict_step(models):
+    a, b = StreamPool(models[0]), StreamPool(models[0])
+    for key in range(5):
+        a.add(key)
+        b.add(key)
+    data = _streams(5, steps=12)
+    for t in range(12):
+        by_dict = a.step({key: data[key, t] for key in range(5)})
+        block = b.step_all(data[:, t])
+        np.testing.assert_array_equal(np.stack([by_dict[k] for k in range(5)]), block)
+    with pytest.raises(BadInputError, match=r"xs must have shape \(5, 1\)"):
+        b.step_all(data[:4, 0])
+
+
+def test_set_state_round_trip(models):
+    pool = StreamPool(models[0])
+    pool.add("a")
+    pool.add("b")
+    data = _streams(1, steps=10)
+    for t in range(8):
+        pool.step({"a": data[0, t]})
+    pool.set_state("b", pool.state("a"))
+    out = pool.step({"a": data[0, 8], "b": data[0, 8]})
+    np.testing.assert_array_equal(out["a"], out["b"])
+    with pytest.raises(BadInputError, match="state must have exactly the keys"):
+        pool.set_state("b", {"h_0": np.zeros((1, 32))})
