@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import warnings
 
 import numpy as np
 
@@ -72,4 +73,7 @@ def to_tflite(functions: dict, config: ConvertConfig, samples: list | None) -> b
         if config.io is IO.INT8:
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
-        return converter.convert()
+        with warnings.catch_warnings():
+            # Calibration creates a tf.lite.Interpreter, which warns about its own deprecation on every conversion.
+            warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
+            return converter.convert()

@@ -61,8 +61,10 @@ def quickstart(out, epochs):
         conv = run_convert(out / "run", path, ConvertConfig(quant=quant), log=click.echo)
         click.echo(f"== verify {path}")
         report = verify(path)
+        click.echo(report.format())
         click.echo(f"== bench {path}")
         b = bench(path, steps=2000, warmup=200)
+        click.echo(b.format())
         rows.append((quant, conv, report, b))
     click.echo("\nsummary (test split, raw units: ppm CO2)")
     click.echo(f"  keras   windowed RMSE {test['windowed']['rmse']:.4f}  streaming RMSE {test['streaming']['rmse']:.4f}  "
