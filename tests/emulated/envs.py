@@ -541,10 +541,15 @@ def command(env: Env, cmd: list[str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def checkout_overlay(src: Path = REPO / "runtime"):
-    """A temporary folder holding a copy of the checkout's ``runtime/`` as package ``statelite``."""
+def checkout_overlay(src: Path = REPO):
+    """A temporary folder laid out as ``pip install statelite`` installs the checkout: ``runtime/`` as package
+    ``statelite``, ``train/`` and ``convert/`` as its subpackages (present, but needing TensorFlow to import)."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     with tempfile.TemporaryDirectory(prefix="statelite-emu-") as tmp:
-        shutil.copytree(src, Path(tmp) / "statelite", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        package = Path(tmp) / "statelite"
+        shutil.copytree(src / "runtime", package, ignore=ignore)
+        shutil.copytree(src / "train", package / "train", ignore=ignore)
+        shutil.copytree(src / "convert", package / "convert", ignore=ignore)
         yield Path(tmp)
 
 
