@@ -141,6 +141,12 @@ class StatefulRunner:
             self._levels = cols if self.batch == 1 else (slice(None), None, cols)
         # Raw rows go straight into the graph when it holds the scaler and has float inputs and outputs.
         self._direct = md.graph_scales_inputs and md.graph_scales_outputs and self._xq is None and self._yq is None
+        # One stream of one feature forecasting one target (a single sensor): plain Python floats around the graph
+        # are cheaper than numpy calls on 1-element arrays. The previous row is then kept as a float.
+        self._scalar = self.batch == 1 and len(md.features) == 1 and len(md.targets) == 1
+        if self._scalar:
+            self._scalar_in = (float(self._transform.f_offset[0]), float(self._transform.f_inv_scale[0]))
+            self._scalar_out = (float(self._transform.t_scale[0]), float(self._transform.t_offset[0]))
         self._out_map = None if md.graph_scales_outputs else self._transform.output_map()
         self._bind()
         self.reset()
@@ -194,8 +200,10 @@ class StatefulRunner:
         """
         out = {p.spec.name: p.to_real(view) for p, view in zip(self._pairs, self._in_views)}
         if self.metadata.difference:
-            prev = np.full(self._x_shape, np.nan) if self._prev is None else self._prev.reshape(self._x_shape)
-            out[PREV_KEY] = prev.copy()
+            prev = self._prev
+            out[PREV_KEY] = np.full(self._x_shape, np.nan if prev is None else prev, dtype=np.float64) if (
+                prev is None or self._scalar
+            ) else prev.reshape(self._x_shape).copy()
         return out
 
     @state.setter
@@ -220,7 +228,7 @@ class StatefulRunner:
             v = np.asarray(values[PREV_KEY], dtype=np.float64)
             if v.shape != self._x_shape:
                 raise BadInputError(f"state {PREV_KEY!r} must have shape {self._x_shape}; received shape {v.shape}.")
-            prev = None if np.isnan(v).all() else v.reshape(self._in_shape).copy()
+            prev = None if np.isnan(v).all() else (float(v[0, 0]) if self._scalar else v.reshape(self._in_shape).copy())
         for view, q in zip(self._in_views, feed):
             view[...] = q
         self._prev = prev
@@ -272,6 +280,8 @@ class StatefulRunner:
         Raises:
             BadInputError: wrong shape, or NaN/inf without ``allow_nonfinite``. The state is left as it was.
         """
+        if self._scalar:
+            return self._step_scalar(x)
         if x.__class__ is not np.ndarray or x.dtype is not _F64 or x.shape != self._in_shape:
             x = self._coerce(x)
         # x . 0 is 0 for finite rows and NaN when any value is NaN or inf: one call instead of isfinite().all().
@@ -313,6 +323,51 @@ class StatefulRunner:
             self._prev = x
         return y
 
+    def _step_scalar(self, x) -> np.ndarray:
+        """``step`` for one stream of one feature and one target, with Python floats around ``Invoke``."""
+        if x.__class__ is np.ndarray and x.size == 1:
+            v = float(x.item())
+        else:
+            v = float(self._coerce(x).item())
+        if v - v != 0.0 and not self.allow_nonfinite:  # NaN - NaN and inf - inf are NaN
+            raise self._nonfinite(np.array([v]))
+        prev = self._prev
+        d = (v - prev if prev is not None else 0.0) if self._difference else v
+        if self._direct:
+            self._xv[0, 0] = d
+        else:
+            offset, inv = self._scalar_in
+            d = (d - offset) * inv if not self._transform.graph_scales_inputs else d
+            if self._xq is not None:
+                info = np.iinfo(self._x_dtype)
+                d = min(max(round(d / self._xq.scale) + self._xq.zero_point, info.min), info.max)
+            self._xv[0, 0] = d
+        self._invoke()
+        y = self._yv.tolist()[0]
+        if self._plain_carry:
+            for view_in, view_out in self._carry:
+                view_in[...] = view_out
+        else:
+            for p, (view_in, view_out) in zip(self._pairs, self._carry):
+                view_in[...] = p.carry(view_out)
+        if not self._direct:
+            if self._yq is not None:
+                scale, zero = self._yq.scale, self._yq.zero_point
+                y = [(q - zero) * scale for q in y]
+            if self._out_map is not None:
+                t_scale, t_offset = self._scalar_out
+                y = [q * t_scale + t_offset for q in y]
+                if self._difference:  # the graph predicts differences: accumulate them over the horizon
+                    total, acc = 0.0, []
+                    for q in y:
+                        total += q
+                        acc.append(total)
+                    y = acc
+        if self._difference:
+            self._prev = v
+            y = [q + v for q in y]
+        return np.array(y).reshape(self._y_shape)
+
     def run(self, xs, chunked: bool = True) -> np.ndarray:
         """Step through a sequence of raw rows, carrying the state; returns one forecast per row.
 
@@ -349,7 +404,7 @@ class StatefulRunner:
         """K rows through the chunk signature: one call, the state read from and written back to the step inputs."""
         subgraph, x_index, y_index, state_indices = self._chunk
         w = self._it._interpreter
-        prev = self._prev if self._prev is not None else block[0]
+        prev = block[0] if self._prev is None else (np.array([self._prev]) if self._scalar else self._prev)
         xin = block - np.concatenate([prev[None], block[:-1]]) if self._difference else block
         xin = self._transform.scale_diff(xin)
         # (K, features) -> (1, K, features); (K, batch, features) -> (batch, K, features)
@@ -366,7 +421,7 @@ class StatefulRunner:
         y = y.reshape((len(block),) + self._y_shape)
         if self._difference:
             y += self._chunk_levels(block)
-            self._prev = block[-1].copy()
+            self._prev = float(block[-1, 0]) if self._scalar else block[-1].copy()
         return y
 
     def _chunk_levels(self, block: np.ndarray) -> np.ndarray:
