@@ -47,7 +47,18 @@ def is_emulated() -> bool:
 
 
 def peak_rss_kib() -> int | None:
-    """The process's peak resident set size in KiB (None where ``resource`` is unavailable)."""
+    """The process's peak resident set size in KiB (None where unknown).
+
+    Linux's ``VmHWM`` first: ``ru_maxrss`` survives ``execve``, so a bench started by a large process (a Python
+    that imported TensorFlow, say) would report its parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource
     except ImportError:
