@@ -164,6 +164,16 @@ class StatefulRunner:
         self._out_views = [it.tensor(p.out_index)() for p in self._pairs]
         self._plain_carry = all(p.requant is None for p in self._pairs)
         self._carry = list(zip(self._in_views, self._out_views))
+        if self._chunk is not None:
+            subgraph, x_index, y_index, state_indices = self._chunk
+            w = it._interpreter
+
+            def view(index):
+                return w.tensor(w, index, subgraph)
+
+            self._chunk_xv, self._chunk_yv = view(x_index), view(y_index)
+            self._chunk_in_views = [view(i) for i, _ in state_indices]
+            self._chunk_out_views = [view(o) for _, o in state_indices]
 
     def _check_shapes(self) -> None:
         details = {d["index"]: d for d in self._it.get_input_details() + self._it.get_output_details()}
@@ -391,37 +401,57 @@ class StatefulRunner:
         out = []
         done = 0
         if chunked and self._chunk is not None:
-            k = self.metadata.chunk
-            done = len(xs) // k * k
-            for start in range(0, done, k):
-                out.append(self._run_chunk(xs[start : start + k]))
+            done = len(xs) // self.metadata.chunk * self.metadata.chunk
+            if done:
+                out.append(self._run_chunks(xs[:done]))
         out += [self.step(x) for x in xs[done:]]
         if not out:
             return np.zeros((0,) + self.output_shape)
         return np.concatenate([o if o.ndim == len(self._y_shape) + 1 else o[None] for o in out])
 
-    def _run_chunk(self, block: np.ndarray) -> np.ndarray:
-        """K rows through the chunk signature: one call, the state read from and written back to the step inputs."""
-        subgraph, x_index, y_index, state_indices = self._chunk
+    def _run_chunks(self, xs: np.ndarray) -> np.ndarray:
+        """Rows (a multiple of K) through the step_chunk signature, K per ``Invoke``.
+
+        The host work is done once for all rows; between chunks the state moves from the chunk subgraph's outputs
+        to its inputs in place, and only at the end back into the step subgraph's inputs.
+        """
+        k, n = self.metadata.chunk, len(xs)
         w = self._it._interpreter
-        prev = block[0] if self._prev is None else (np.array([self._prev]) if self._scalar else self._prev)
-        xin = block - np.concatenate([prev[None], block[:-1]]) if self._difference else block
+        subgraph = self._chunk[0]
+        if self._difference:
+            if self._prev is None:
+                first = xs[:1]
+            else:
+                first = np.array([[self._prev]]) if self._scalar else self._prev[None]
+            xin = xs - np.concatenate([first, xs[:-1]])
+        else:
+            xin = xs
         xin = self._transform.scale_diff(xin)
-        # (K, features) -> (1, K, features); (K, batch, features) -> (batch, K, features)
-        w.SetTensor(x_index, np.ascontiguousarray(xin[None] if self.batch == 1 else xin.transpose(1, 0, 2)), subgraph)
-        for view, (i, _) in zip(self._in_views, state_indices):
-            w.SetTensor(i, view, subgraph)
-        w.Invoke(subgraph)
-        y = w.GetTensor(y_index, subgraph).astype(_F64)
-        for view, (_, o) in zip(self._in_views, state_indices):
-            view[...] = w.GetTensor(o, subgraph)
-        y = y[0] if self.batch == 1 else y.transpose(1, 0, 2)  # (K, [batch,] outputs)
+        if self.batch == 1:
+            blocks = xin.reshape(n // k, 1, k, -1)
+        else:  # (steps, batch, features) -> (chunks, batch, K, features)
+            blocks = xin.reshape(n // k, k, self.batch, -1).transpose(0, 2, 1, 3)
+        c_in, c_out = self._chunk_in_views, self._chunk_out_views
+        for view_in, view in zip(c_in, self._in_views):
+            view_in[...] = view
+        ys = np.empty((n // k,) + self._chunk_yv.shape, np.float32)
+        for c in range(n // k):
+            self._chunk_xv[...] = blocks[c]
+            w.Invoke(subgraph)
+            ys[c] = self._chunk_yv
+            for view_in, view_out in zip(c_in, c_out):
+                view_in[...] = view_out
+        for view, view_in in zip(self._in_views, c_in):
+            view[...] = view_in
+        # (chunks, batch, K, outputs) -> (steps, [batch,] outputs)
+        y = ys.transpose(0, 2, 1, 3).reshape(n, self.batch, -1).astype(_F64)
+        y = y[:, 0] if self.batch == 1 else y
         if self._out_map is not None:
             y = y @ self._out_map[0] + self._out_map[1]
-        y = y.reshape((len(block),) + self._y_shape)
+        y = y.reshape((n,) + self._y_shape)
         if self._difference:
-            y += self._chunk_levels(block)
-            self._prev = float(block[-1, 0]) if self._scalar else block[-1].copy()
+            y += self._chunk_levels(xs)
+            self._prev = float(xs[-1, 0]) if self._scalar else xs[-1].copy()
         return y
 
     def _chunk_levels(self, block: np.ndarray) -> np.ndarray:
