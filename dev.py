@@ -2,7 +2,8 @@
 """The README's two commands, on a fresh machine with only Python 3.10-3.13.
 
     python3 dev.py quickstart   # .venv with statelite[train]; train, convert, verify and bench on the bundled data
-    python3 dev.py test         # three environments (workstation, device-only, tflite-runtime 2.14) and every test
+    python3 dev.py test         # three environments (workstation, device-only, tflite-runtime 2.14): every test,
+                                # and verify on every reference model in the last two
 
 Each creates the virtual environments it needs (under the repository) and installs into them; a second run reuses
 them. Extra arguments after ``test`` go to pytest in the workstation environment.
@@ -69,8 +70,11 @@ def test(args: list[str]) -> int:
     print("\n== device-only install (pip install ., no TensorFlow): the runtime tests", flush=True)
     sh(device, "-c", "import importlib.util as u, sys; sys.exit(u.find_spec('tensorflow') is not None)")
     sh(device, "-m", "pytest", "-q", "-m", "not tf and not slow and not emulated", "-p", "no:cacheprovider", cwd=ROOT)
-    print("\n== tflite-runtime 2.14 + numpy<2 (no ai-edge-litert): verify the models built for that target", flush=True)
-    for model in sorted((ROOT / "models").glob("*tfl214*.tflite")):
+    models = sorted((ROOT / "models").glob("*.tflite"))
+    for model in models:
+        sh(device, "-m", "statelite.cli", "verify", model)
+    print("\n== tflite-runtime 2.14 + numpy<2 (no ai-edge-litert): verify every reference model", flush=True)
+    for model in models:
         sh(tfl214, "-m", "statelite.cli", "verify", model)
     print(f"\nall test stages passed in {time.time() - started:.0f}s")
     return 0
