@@ -7,7 +7,7 @@ from collections.abc import Hashable, Mapping
 import numpy as np
 
 from .errors import BadInputError
-from .runner import PREV_KEY, StatefulRunner, _quantize
+from .runner import PREV_KEY, StatefulRunner
 
 
 class StreamPool:
@@ -212,13 +212,7 @@ class StreamPool:
             x[lanes] = block - (self._prev[lanes] if has.all() else np.where(has[:, None], self._prev[lanes], block))
         else:
             x[lanes] = block
-        if r._direct:
-            r._xv[...] = x
-        else:
-            xm = r._transform.scale_diff(x)
-            if r._xq is not None:
-                xm = _quantize(xm, r._xq.scale, r._xq.zero_point, r._x_dtype)
-            r._xv[...] = xm
+        r._feed_input(x)
         r._invoke()
         y = r._yv[lanes].astype(np.float64)
         for p, (view_in, view_out) in zip(r._pairs, r._carry):
@@ -227,10 +221,7 @@ class StreamPool:
             self._prev[lanes] = block
             self._has_prev[lanes] = True
         if not r._direct:
-            if r._yq is not None:
-                y = (y - r._yq.zero_point) * r._yq.scale
-            if r._out_map is not None:
-                y = y @ r._out_map[0] + r._out_map[1]
+            y = r._raw_outputs(y)
         y = y.reshape(len(block), *r._y_shape[1:])
         if self.metadata.difference:
             y += block[:, None, self._target_index]

@@ -303,35 +303,48 @@ class StatefulRunner:
             xin = x - prev if prev is not None else self._zeros_in.reshape(self._in_shape)
         else:
             xin = x
-        if self._direct:
-            self._xv[...] = xin
-        else:
-            xm = self._transform.scale_diff(xin)
-            if self._xq is not None:
-                xm = _quantize(xm, self._xq.scale, self._xq.zero_point, self._x_dtype)
-            self._xv[...] = xm
+        self._feed_input(xin)
         self._invoke()
         if self._direct:
             # New float64 arrays, never views of the interpreter's memory (the next invoke overwrites it).
             y = self._yv_shaped + x[self._levels] if self._difference else self._yv_shaped.astype(_F64)
         else:
-            y = self._yv.astype(_F64)
-            if self._yq is not None:
-                y = (y - self._yq.zero_point) * self._yq.scale
-            if self._out_map is not None:
-                y = y @ self._out_map[0] + self._out_map[1]
-            y = y.reshape(self._y_shape)
+            y = self._raw_outputs(self._yv.astype(_F64)).reshape(self._y_shape)
             if self._difference:
                 y += x[self._levels]
+        self._carry_state()
+        if self._difference:
+            self._prev = x
+        return y
+
+    def _feed_input(self, xin: np.ndarray) -> None:
+        """Write graph inputs (raw rows, already differenced) into the input tensor: scaled and quantized as the
+        graph needs. Shared by ``step`` and ``StreamPool``."""
+        if self._direct:
+            self._xv[...] = xin
+            return
+        xm = self._transform.scale_diff(xin)
+        if self._xq is not None:
+            xm = _quantize(xm, self._xq.scale, self._xq.zero_point, self._x_dtype)
+        self._xv[...] = xm
+
+    def _raw_outputs(self, y: np.ndarray) -> np.ndarray:
+        """Flat float64 graph outputs (..., outputs) of a quantized or host-scaled graph in raw units (before adding
+        the level of a differencing model)."""
+        if self._yq is not None:
+            y = (y - self._yq.zero_point) * self._yq.scale
+        if self._out_map is not None:
+            y = y @ self._out_map[0] + self._out_map[1]
+        return y
+
+    def _carry_state(self) -> None:
+        """Copy every state output into its paired input, in place (requantized where the scales differ)."""
         if self._plain_carry:
             for view_in, view_out in self._carry:
                 view_in[...] = view_out
         else:
             for p, (view_in, view_out) in zip(self._pairs, self._carry):
                 view_in[...] = p.carry(view_out)
-        if self._difference:
-            self._prev = x
-        return y
 
     def _step_scalar(self, x) -> np.ndarray:
         """``step`` for one stream of one feature and one target, with Python floats around ``Invoke``."""
@@ -354,12 +367,7 @@ class StatefulRunner:
             self._xv[0, 0] = d
         self._invoke()
         y = self._yv.tolist()[0]
-        if self._plain_carry:
-            for view_in, view_out in self._carry:
-                view_in[...] = view_out
-        else:
-            for p, (view_in, view_out) in zip(self._pairs, self._carry):
-                view_in[...] = p.carry(view_out)
+        self._carry_state()
         if not self._direct:
             if self._yq is not None:
                 scale, zero = self._yq.scale, self._yq.zero_point
@@ -445,10 +453,7 @@ class StatefulRunner:
             view[...] = view_in
         # (chunks, batch, K, outputs) -> (steps, [batch,] outputs)
         y = ys.transpose(0, 2, 1, 3).reshape(n, self.batch, -1).astype(_F64)
-        y = y[:, 0] if self.batch == 1 else y
-        if self._out_map is not None:
-            y = y @ self._out_map[0] + self._out_map[1]
-        y = y.reshape((n,) + self._y_shape)
+        y = self._raw_outputs(y[:, 0] if self.batch == 1 else y).reshape((n,) + self._y_shape)
         if self._difference:
             y += self._chunk_levels(xs)
             self._prev = float(xs[-1, 0]) if self._scalar else xs[-1].copy()
