@@ -85,6 +85,12 @@ def format_inspection(d: dict) -> str:
         f"quantization {md.get('quant')} (io {md.get('io')}), batch {md.get('batch')}, target {md.get('target')}",
         f"signature    {d['signature']['key']!r}" + ("" if d["signature"]["present"] else "  (MISSING from the graph)"),
     ]
+    chunk = md.get("chunk_signature")
+    if chunk:
+        lines.insert(-1, (
+            f"chunk        {md.get('chunk')} steps per call through {chunk['key']!r}: x {tuple(chunk['x']['shape'])}, "
+            f"y {tuple(chunk['y']['shape'])}, the same state names"
+        ))
     lines += [f"  input      {_describe(t)}" for t in d["inputs"]]
     lines += [f"  output     {_describe(t)}" for t in d["outputs"]]
     lines.append("state pairs  output fed back to input at the next step")
