@@ -35,15 +35,9 @@ def main() -> None:
 
 def _register() -> None:
     # Command modules are light: each imports its library (and TensorFlow, where needed) inside the command.
-    import importlib
+    from . import convert, device, train
 
-    for name in ("train", "convert", "device"):
-        try:
-            module = importlib.import_module(f".{name}", __name__)
-        except ModuleNotFoundError as exc:  # while a command module is being written
-            if exc.name != f"{__name__}.{name}":
-                raise
-            continue
+    for module in (train, convert, device):
         for command in module.COMMANDS:
             main.add_command(command)
 
