@@ -7,7 +7,6 @@ no variables, no ``While`` loop, only TFLite builtin ops.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -148,8 +147,10 @@ def load_source(path, seed: int = 0) -> Source:
     ``y0``, ``y1``, ... with horizon 1, and calibration and parity use a seeded random stream.
 
     Raises:
-        BadInputError: the path is neither, or the model has unsupported layers.
-        ModelFormatError: a file in the run folder is missing or corrupt.
+        BadInputError: the path is neither, run.json or series.npz is missing or corrupt, or the model has
+            unsupported layers.
+        IncompatibleModelError: run.json was written by a newer statelite.
+        ModelFormatError: the Keras model file cannot be loaded.
     """
     path = Path(path)
     if path.is_dir():
@@ -163,48 +164,27 @@ def load_source(path, seed: int = 0) -> Source:
 
 
 def _load_run(run_dir: Path) -> Source:
-    run_json = run_dir / "run.json"
-    try:
-        run = json.loads(run_json.read_text())
-    except FileNotFoundError:
-        raise BadInputError(f"{run_dir} is not a run folder: no run.json. Expected the --out folder of 'statelite train'.") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ModelFormatError(f"{run_json} is not valid JSON ({exc}); train again or restore the file.") from None
-    try:
-        with np.load(run_dir / "series.npz", allow_pickle=False) as z:
-            features = np.asarray(z["features"], dtype=np.float64)
-            targets = np.asarray(z["targets"], dtype=np.float64)
-    except FileNotFoundError:
-        raise ModelFormatError(f"{run_dir} has no series.npz; the converter needs the training data. Train again.") from None
-    except Exception as exc:
-        raise ModelFormatError(f"{run_dir / 'series.npz'} is unreadable ({type(exc).__name__}: {exc}).") from None
-    try:
-        data, split, scaler = run["data"], run["split"], run["scaler"]
-        model_file = run_dir / run["model"]["file"]
-        horizon, window = int(run["horizon"]), int(run["window"])
-        difference = bool(run["difference"])
-    except (KeyError, TypeError) as exc:
-        raise ModelFormatError(f"{run_json} lacks field {exc}; it was not written by this statelite's 'train'.") from None
-    model = _load_keras(model_file)
+    from statelite.train import load_run  # run.json and series.npz, read and checked by the part that writes them
+
+    info, series = load_run(run_dir)
+    model = _load_keras(info.model_path)
     layers, head, n_features = extract_layers(model)
-    a, b = split["train"][1], split["test"][0]
-    test = slice(b, features.shape[0])
-    truth = targets[test]
+    a, b = info.split["train"][1], info.split["test"][0]
     return Source(
         keras_model=model,
         layers=layers,
         head=head,
         n_features=n_features,
-        features=tuple(data["features"]),
-        targets=tuple(data["targets"]),
-        horizon=horizon,
-        scaler=Scaler.from_dict(scaler),
-        difference=difference,
-        time_column=data.get("time_column"),
-        warmup_steps=int(run.get("burn_in", window)),
-        calibration_rows=features[:a],
-        parity_rows=features[test],
-        parity_truth=truth,
+        features=info.features,
+        targets=info.targets,
+        horizon=info.horizon,
+        scaler=Scaler.from_dict(info.raw["scaler"]),
+        difference=info.difference,
+        time_column=info.time_column,
+        warmup_steps=info.burn_in,
+        calibration_rows=series.features[:a],
+        parity_rows=series.features[b:],
+        parity_truth=series.targets[b:],
         origin=str(run_dir),
     )
 

@@ -109,7 +109,7 @@ def test_int8_io_needs_int8_quant(trained_runs, tmp_path):
 def test_not_a_run_folder(tmp_path):
     result = _invoke("convert", tmp_path, "--out", tmp_path / "x.tflite")
     assert result.exit_code == 2
-    assert "is not a run folder: no run.json" in result.output
+    assert f"expected run.json in the run folder, Received: none in {str(tmp_path)!r}" in result.output
     result = _invoke("convert", tmp_path / "missing.keras", "--out", tmp_path / "x.tflite")
     assert result.exit_code == 2 and "(not found)" in result.output
 
