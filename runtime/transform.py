@@ -74,12 +74,6 @@ class Transform:
             return m @ cum, offset @ cum
         return m, offset
 
-    def inputs(self, x: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
-        """Model input for raw rows ``x`` (..., features) given the previous raw rows (None at a stream's start)."""
-        if self.difference:
-            x = x - (x if prev is None else prev)
-        return ((x - self.f_offset) * self.f_inv_scale).astype(np.float32)
-
     def outputs(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Raw float64 forecasts (..., horizon, targets) from Keras outputs (..., horizon*targets) and raw rows."""
         m, c = self.output_map()
@@ -91,20 +85,13 @@ class Transform:
     def sequence_inputs(self, xs: np.ndarray, scaled: bool = True) -> np.ndarray:
         """Inputs for a whole stream of raw rows (steps, features) that starts from a fresh state: scaled for the
         Keras model, or (``scaled=False``) what the step graph takes."""
-        fn = self.inputs if scaled else self.graph_input
         if self.difference:
-            prev = np.concatenate([xs[:1], xs[:-1]], axis=0)
-            return fn(xs, prev)
-        return fn(xs, None)
+            xs = xs - np.concatenate([xs[:1], xs[:-1]], axis=0)  # the first row differences to zero
+        return self._scale(xs) if scaled else self.scale_diff(xs)
 
     def scale_diff(self, dx: np.ndarray) -> np.ndarray:
         """The graph's input from an already differenced raw row (the raw row itself without differencing)."""
-        if self.graph_scales_inputs:
-            return dx.astype(np.float32)
-        return ((dx - self.f_offset) * self.f_inv_scale).astype(np.float32)
+        return dx.astype(np.float32) if self.graph_scales_inputs else self._scale(dx)
 
-    def graph_input(self, x: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
-        """What the step graph takes for raw rows ``x``: scaled unless the graph scales its inputs itself."""
-        if self.difference:
-            x = x - (x if prev is None else prev)
-        return self.scale_diff(x)
+    def _scale(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.f_offset) * self.f_inv_scale).astype(np.float32)
