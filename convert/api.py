@@ -185,7 +185,8 @@ def convert(model_path, out, config: ConvertConfig = ConvertConfig(), log=print)
         parity_mod.keras_sequence_outputs(source.keras_model, transform.sequence_inputs(rows)), rows
     )
     # First pass: metadata without parity, so the runtime can run the file exactly as a device would.
-    _write_atomic(out, finalize(model, build_metadata(source, config, transform, model, None).to_json()))
+    metadata = build_metadata(source, config, transform, model, None)
+    _write_atomic(out, finalize(model, metadata.to_json()))
     runner = statelite.StatefulRunner(out, backend="litert", allow_nonfinite=True)
     xs = rows if config.batch == 1 else np.repeat(rows[:, None], config.batch, axis=1)
     tflite_y = runner.run(xs, chunked=False)  # the device's path: one step per call
@@ -202,7 +203,7 @@ def convert(model_path, out, config: ConvertConfig = ConvertConfig(), log=print)
         problems += [f"chunk signature: {p}" for p in chunk_problems]
         parity["chunk"] = {"passed": not chunk_problems, **chunk_metrics}
         parity["passed"] = not problems
-    metadata = build_metadata(source, config, transform, model, parity)
+    metadata = dataclasses.replace(metadata, parity=parity)
     final = finalize(model, metadata.to_json())
     _write_atomic(out, final)
     golden = golden_path_for(out)
