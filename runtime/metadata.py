@@ -104,6 +104,37 @@ class Scaler:
 
 
 @dataclasses.dataclass(frozen=True)
+class InputRange:
+    """The range of each graph input column the model has seen, in raw units of what the graph is fed: the raw
+    feature value, or its first difference when the model differences (``basis``).
+
+    ``train_min``/``train_max`` span the training split. ``clip_min``/``clip_max`` are where an integer input
+    quantization clips (an int8 or int16 activation range fixed by calibration), or None for a float input: a value
+    beyond them reaches the model as the bound itself.
+    """
+
+    basis: str  # "value" | "difference"
+    train_min: tuple[float, ...]
+    train_max: tuple[float, ...]
+    clip_min: tuple[float, ...] | None = None
+    clip_max: tuple[float, ...] | None = None
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> InputRange | None:
+        if d is None:
+            return None
+
+        def floats(key):
+            v = d.get(key)
+            return None if v is None else tuple(map(float, v))
+
+        return cls(str(d["basis"]), floats("train_min"), floats("train_max"), floats("clip_min"), floats("clip_max"))
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelMetadata:
     """Everything the device needs to run a converted model, as stored in the file."""
 
@@ -129,6 +160,10 @@ class ModelMetadata:
     chunk_x: TensorSpec | None = None
     chunk_y: TensorSpec | None = None
     parity: dict | None = None
+    # {"steps": rows of the training split rolled through the float step, "source": ..., "tensors": {name: [min, max]}}
+    # in model units: what the integer modes were calibrated on (None for float and dynamic-range graphs).
+    calibration: dict | None = None
+    input_range: InputRange | None = None
     versions: dict = dataclasses.field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
@@ -162,6 +197,8 @@ class ModelMetadata:
             "target": self.target,
             "warmup_steps": self.warmup_steps,
             "parity": self.parity,
+            "calibration": self.calibration,
+            "input_range": self.input_range.to_dict() if self.input_range else None,
         }
 
     def to_json(self) -> bytes:
@@ -201,6 +238,8 @@ class ModelMetadata:
             target=d["target"],
             warmup_steps=int(d["warmup_steps"]),
             parity=d.get("parity"),
+            calibration=d.get("calibration"),
+            input_range=InputRange.from_dict(d.get("input_range")),
             versions=dict(d.get("versions", {})),
             format_version=version,
         )
