@@ -5,19 +5,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 import statelite
-from statelite.errors import CheckFailed
-from statelite.metadata import ModelMetadata, Quantization, StateSpec, TensorSpec
+from statelite.errors import CheckFailed, IncompatibleModelError
+from statelite.metadata import InputRange, ModelMetadata, Quantization, StateSpec, TensorSpec
 from statelite.tflite_file import read_tflite
 from statelite.transform import Transform
 
 from . import parity as parity_mod
 from .checks import check_graph, check_target
-from .config import ConvertConfig, Quant
+from .config import AUTO_CANDIDATES, ConvertConfig, Quant
 from .embed import finalize
 from .quantize import calibration_samples, chunk_samples, to_tflite
 from .source import Source, load_source
@@ -44,10 +45,16 @@ class ConvertResult:
     parity: dict
     violations: tuple[str, ...]
     table: str
+    written: object = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def passed(self) -> bool:
         return not self.violations
+
+    def rewrite(self, out, auto: dict, config: ConvertConfig, log) -> ConvertResult:
+        """Write this conversion to ``out`` again with ``auto``'s record of what it tried in the parity metadata."""
+        written = dataclasses.replace(self.written, config=config)
+        return written.write(Path(out), log, auto=auto)
 
 
 def golden_path_for(model_path) -> Path:
@@ -76,12 +83,15 @@ def _tf_versions() -> dict:
 
 
 def graph_transform(source: Source, quant: Quant) -> Transform:
-    """The transform with the folding choice for ``quant``: float graphs fold the scaler into their weights on both
-    sides; quantized graphs keep it on the host. Measured on the bundled data (int8, normalised RMSE vs Keras):
+    """The transform with the folding choice for ``quant``: float32 graphs fold the scaler into their weights on both
+    sides; float16 and quantized graphs keep it on the host. float16 cannot hold a folded scaler: a column of scale
+    1e7 divides its input weights below float16's smallest subnormal (they become zero), and raw outputs above
+    65,504 overflow (electricity demand in kW: RMSE 3.03e7 against Keras's 1.09e6 when folded, 0.0002-0.0006
+    normalised when kept on the host, over 15 runs on three public series). Measured on the bundled data (int8, normalised RMSE vs Keras):
     the LSTM 0.089 unfolded against 0.155 with the input side folded, the GRU's max error 0.29 unfolded against 0.68
     with the output side folded. Folding would also put raw columns of different ranges under one activation scale
     (or one weight scale per channel), which several features of different units cannot share."""
-    floating = quant in (Quant.FLOAT32, Quant.FLOAT16)
+    floating = quant is Quant.FLOAT32
     return Transform(
         source.scaler,
         source.difference,
@@ -93,21 +103,94 @@ def graph_transform(source: Source, quant: Quant) -> Transform:
     )
 
 
+def _quantize_op_range(model: bytes, input_index: int) -> tuple[float, float, float] | None:
+    """``(lowest, highest, step)`` of the grid the graph's QUANTIZE of input ``input_index`` rounds to, in model
+    units, or None (no such op)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=model)
+    details = {d["index"]: d for d in it.get_tensor_details()}
+    for op in it._get_ops_details():
+        if op["op_name"] == "QUANTIZE" and list(op["inputs"]) == [input_index]:
+            out = details[int(op["outputs"][0])]
+            scale, zero = out["quantization"]
+            if scale:
+                info = np.iinfo(out["dtype"])
+                return (info.min - zero) * scale, (info.max - zero) * scale, scale
+    return None
+
+
+def input_range(source: Source, transform: Transform, model: bytes, x_spec: TensorSpec) -> InputRange:
+    """The training range of each graph input column in raw units (first differences when differencing), and for an
+    integer input the range beyond which its quantization clips, mapped back to raw units per column."""
+    rows = source.calibration_rows.astype(np.float64)
+    values = np.diff(rows, axis=0) if source.difference else rows
+    if not len(values):
+        values = np.zeros((1, rows.shape[1]))
+    clip = None
+    if x_spec.quantization is not None:  # integer inputs (--io int8): the tensor itself clips
+        info = np.iinfo(np.dtype(x_spec.dtype))
+        q = x_spec.quantization
+        clip = ((info.min - q.zero_point) * q.scale, (info.max - q.zero_point) * q.scale, q.scale)
+    elif x_spec.dtype == "float32":
+        from ai_edge_litert.interpreter import Interpreter
+
+        it = Interpreter(model_content=model)
+        x_index = it.get_signature_runner(SIGNATURE_KEY).get_input_details()[X_NAME]["index"]
+        clip = _quantize_op_range(model, x_index)
+    clip_min = clip_max = None
+    if clip is not None:
+        # Every value is rounded to the grid with an error up to half a step; beyond the grid's ends by more than
+        # that, the value is clipped. (The grid's top is a fraction of a step below the calibrated maximum.)
+        clip = (clip[0] - clip[2] / 2, clip[1] + clip[2] / 2)
+        # The graph sees (raw - offset) / scale; a float graph with the scaler folded sees the raw value itself.
+        scale = 1.0 / transform.f_inv_scale if not transform.graph_scales_inputs else np.ones_like(transform.f_offset)
+        offset = transform.f_offset if not transform.graph_scales_inputs else np.zeros_like(transform.f_offset)
+        clip_min = tuple(float(v) for v in clip[0] * scale + offset)
+        clip_max = tuple(float(v) for v in clip[1] * scale + offset)
+    return InputRange(
+        basis="difference" if source.difference else "value",
+        train_min=tuple(float(v) for v in values.min(axis=0)),
+        train_max=tuple(float(v) for v in values.max(axis=0)),
+        clip_min=clip_min,
+        clip_max=clip_max,
+    )
+
+
+def calibration_summary(samples: list[dict], steps: int) -> dict:
+    """The range of every calibrated input tensor (model units), for the metadata and ``inspect``."""
+    tensors = {}
+    for name in samples[0]:
+        values = np.stack([s[name] for s in samples])
+        if name == X_NAME:
+            flat = values.reshape(-1, values.shape[-1])
+            tensors[name] = {"min": flat.min(axis=0).tolist(), "max": flat.max(axis=0).tolist()}
+        else:
+            tensors[name] = {"min": float(values.min()), "max": float(values.max())}
+    return {"steps": int(steps), "source": "training split, rolled through the float step", "tensors": tensors}
+
+
 def build_metadata(
-    source: Source, config: ConvertConfig, transform: Transform, model: bytes, parity: dict | None
+    source: Source,
+    config: ConvertConfig,
+    transform: Transform,
+    model: bytes,
+    parity: dict | None,
+    calibration: dict | None = None,
 ) -> ModelMetadata:
     ins, outs = _signature_details(model)
     states = tuple(
         StateSpec(name, layer, kind, _tensor_spec(name, ins[name]), _tensor_spec(output_name(name), outs[output_name(name)]))
         for name, layer, kind in state_names(source.layers)
     )
+    x_spec = _tensor_spec(X_NAME, ins[X_NAME])
     chunk_x = chunk_y = None
     if config.chunk > 1:
         chunk_ins, chunk_outs = _signature_details(model, CHUNK_SIGNATURE_KEY)
         chunk_x, chunk_y = _tensor_spec(X_NAME, chunk_ins[X_NAME]), _tensor_spec(Y_NAME, chunk_outs[Y_NAME])
     return ModelMetadata(
         signature_key=SIGNATURE_KEY,
-        x=_tensor_spec(X_NAME, ins[X_NAME]),
+        x=x_spec,
         y=_tensor_spec(Y_NAME, outs[Y_NAME]),
         states=states,
         features=source.features,
@@ -128,6 +211,8 @@ def build_metadata(
         target=config.target.value,
         warmup_steps=source.warmup_steps,
         parity=parity,
+        calibration=calibration,
+        input_range=input_range(source, transform, model, x_spec),
         versions=_tf_versions(),
     )
 
@@ -139,7 +224,8 @@ def convert(model_path, out, config: ConvertConfig = ConvertConfig(), log=print)
         model_path: a ``statelite train`` run folder, or a ``.keras`` model of stacked SimpleRNN/GRU/LSTM layers with
             Dropout and a Dense head.
         out: where to write the ``.tflite``; the golden trace goes next to it as ``<stem>.golden.npz``.
-        config: the conversion options.
+        config: the conversion options. ``quant="auto"`` converts int8 and keeps it when it holds its tolerance;
+            otherwise it tries int16x8 and dynamic-range and keeps the smallest file that does (see ``_convert_auto``).
         log: where progress and the parity table go (``None`` for silence).
 
     Returns:
@@ -151,8 +237,75 @@ def convert(model_path, out, config: ConvertConfig = ConvertConfig(), log=print)
         CheckFailed: parity outside the mode's tolerance (with ``config.check_parity``).
     """
     log = log or (lambda *a, **k: None)
-    out = Path(out)
     source = load_source(model_path)
+    if config.quant is Quant.AUTO:
+        return _convert_auto(source, Path(out), config, log)
+    return _convert_one(source, Path(out), config, log)
+
+
+def _forecast_ratio(parity: dict) -> float | None:
+    if "forecast_rmse_keras" not in parity:
+        return None
+    return parity["forecast_rmse_tflite"] / max(parity["forecast_rmse_keras"], 1e-12)
+
+
+def _convert_auto(source: Source, out: Path, config: ConvertConfig, log) -> ConvertResult:
+    """``--quant auto``: int8 when it holds its tolerance (integer-only, the fastest on integer hardware), else the
+    smallest file among int16x8 and dynamic-range that does.
+
+    "Holds" means the mode's own parity tolerances and a forecast RMSE (against the truth) within 3% of the float
+    model's, the int8 rule, applied to every candidate. Modes the target cannot load are skipped with the reason.
+    When none holds, the int8 file is kept and the conversion fails as int8 would.
+    """
+    tried: list[dict] = []
+    results: dict[Quant, ConvertResult] = {}
+    work = out.with_name(out.name + ".auto")
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        for quant in AUTO_CANDIDATES:
+            candidate = dataclasses.replace(config, quant=quant, check_parity=False)
+            try:
+                result = _convert_one(source, work / f"{quant.value}.tflite", candidate, log=None)
+            except IncompatibleModelError as exc:
+                tried.append({"quant": quant.value, "skipped": str(exc)})
+                log(f"auto: {quant.value} skipped: {exc}")
+                continue
+            ratio = _forecast_ratio(result.parity)
+            problems = list(result.violations)
+            if ratio is not None and ratio > parity_mod.INT8_FORECAST_RATIO and quant is not Quant.INT8:
+                problems.append(
+                    f"forecast RMSE {100 * (ratio - 1):.1f}% worse than the float model's "
+                    f"(allowed {100 * (parity_mod.INT8_FORECAST_RATIO - 1):.0f}%)"
+                )
+            size = result.path.stat().st_size
+            tried.append({
+                "quant": quant.value, "bytes": size, "holds": not problems, "forecast_ratio": ratio,
+                "rmse_norm": result.parity["rmse_norm"], "max_abs_norm": result.parity["max_abs_norm"],
+                "problems": problems,
+            })
+            log(f"auto: {quant.value}: {size:,} bytes, " + ("holds its tolerance" if not problems else "; ".join(problems)))
+            results[quant] = result
+            if quant is Quant.INT8 and not problems:
+                break
+        holding = [t for t in tried if t.get("holds")]
+        if holding:
+            chosen = holding[0] if holding[0]["quant"] == Quant.INT8.value else min(holding, key=lambda t: t["bytes"])
+            quant = Quant(chosen["quant"])
+            why = ("int8 holds its tolerance" if quant is Quant.INT8
+                   else f"int8 does not hold its tolerance; {quant.value} is the smallest file that does")
+        else:
+            quant = Quant.INT8 if Quant.INT8 in results else next(iter(results))
+            why = "no candidate holds its tolerance; kept " + quant.value
+        log(f"auto: chose {quant.value}: {why}")
+        auto = {"chose": quant.value, "why": why, "tried": tried}
+        final = dataclasses.replace(config, quant=quant)
+        return results[quant].rewrite(out, auto, final, log)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _convert_one(source: Source, out: Path, config: ConvertConfig, log) -> ConvertResult:
+    log = log or (lambda *a, **k: None)
     transform = graph_transform(source, config.quant)
     step_fn, names = build_step_function(source.layers, source.head, source.n_features, config.batch, transform)
     functions = {SIGNATURE_KEY: step_fn}
@@ -161,10 +314,13 @@ def convert(model_path, out, config: ConvertConfig = ConvertConfig(), log=print)
             source.layers, source.head, source.n_features, config.batch, transform, chunk=config.chunk
         )
     shapes = {n: (config.batch, source.layers[int(n.split("_")[1])].units) for n in names}
-    samples = None
+    samples = calibration = None
     if config.quant in (Quant.INT8, Quant.INT16X8):
         cal = transform.sequence_inputs(source.calibration_rows.astype(np.float64), scaled=False)
-        samples = calibration_samples(step_fn, shapes, cal, config.batch, config.calibration_steps)
+        steps = len(cal) if config.calibration_steps is None else min(config.calibration_steps, len(cal))
+        log(f"calibrating on {steps} steps of the training split")
+        samples = calibration_samples(step_fn, shapes, cal, config.batch, steps)
+        calibration = calibration_summary(samples, steps)
         if config.chunk > 1:
             # Several signatures: the calibrator wants (signature key, inputs by name) for every sample.
             samples = [(SIGNATURE_KEY, s) for s in samples] + [
@@ -185,10 +341,11 @@ def convert(model_path, out, config: ConvertConfig = ConvertConfig(), log=print)
         parity_mod.keras_sequence_outputs(source.keras_model, transform.sequence_inputs(rows)), rows
     )
     # First pass: metadata without parity, so the runtime can run the file exactly as a device would.
-    metadata = build_metadata(source, config, transform, model, None)
+    metadata = build_metadata(source, config, transform, model, None, calibration)
     _write_atomic(out, finalize(model, metadata.to_json()))
     runner = statelite.StatefulRunner(out, backend="litert", allow_nonfinite=True)
     xs = rows if config.batch == 1 else np.repeat(rows[:, None], config.batch, axis=1)
+    log(f"proving parity over {len(rows)} test steps")
     tflite_y = runner.run(xs, chunked=False)  # the device's path: one step per call
     scale = parity_mod.normalising_scale(transform, keras_y, scaled=source.scaler.kind != "none")
     metrics = parity_mod.parity_metrics(tflite_y, keras_y, scale, source.parity_truth, source.horizon)
@@ -203,18 +360,39 @@ def convert(model_path, out, config: ConvertConfig = ConvertConfig(), log=print)
         problems += [f"chunk signature: {p}" for p in chunk_problems]
         parity["chunk"] = {"passed": not chunk_problems, **chunk_metrics}
         parity["passed"] = not problems
-    metadata = dataclasses.replace(metadata, parity=parity)
-    final = finalize(model, metadata.to_json())
-    _write_atomic(out, final)
-    golden = golden_path_for(out)
-    n = min(config.golden_steps, len(rows))
-    _write_golden(golden, final, metadata, rows[:n], keras_y[:n], scale, tol)
-    table = parity_mod.format_table(metrics, config.quant)
-    log(f"parity over the test split ({'PASS' if not problems else 'FAIL'}):\n{table}")
-    log(f"wrote {out} ({len(final)} bytes) and {golden}")
-    if problems and config.check_parity:
-        raise CheckFailed(f"parity check failed for {out} (written for inspection): " + "; ".join(problems) + ".")
-    return ConvertResult(out, golden, metadata, parity, tuple(problems), table)
+    written = _Written(model, metadata, parity, problems, rows, keras_y, scale, tol, config)
+    return written.write(out, log)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Written:
+    """A converted graph with its measured parity: written (and rewritten by ``auto``) with metadata and golden."""
+
+    model: bytes
+    metadata: ModelMetadata
+    parity: dict
+    problems: list
+    rows: np.ndarray
+    keras_y: np.ndarray
+    scale: np.ndarray
+    tol: dict
+    config: ConvertConfig
+
+    def write(self, out: Path, log, auto: dict | None = None) -> ConvertResult:
+        parity = dict(self.parity, auto=auto) if auto else self.parity
+        metadata = dataclasses.replace(self.metadata, parity=parity)
+        final = finalize(self.model, metadata.to_json())
+        _write_atomic(out, final)
+        golden = golden_path_for(out)
+        n = min(self.config.golden_steps, len(self.rows))
+        _write_golden(golden, final, metadata, self.rows[:n], self.keras_y[:n], self.scale, self.tol)
+        quant = self.config.quant
+        table = parity_mod.format_table(self.parity, quant)
+        log(f"parity over the test split ({'PASS' if not self.problems else 'FAIL'}):\n{table}")
+        log(f"wrote {out} ({len(final)} bytes) and {golden}")
+        if self.problems and self.config.check_parity:
+            raise CheckFailed(f"parity check failed for {out} (written for inspection): " + "; ".join(self.problems) + ".")
+        return ConvertResult(out, golden, metadata, parity, tuple(self.problems), table, self)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

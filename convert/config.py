@@ -14,6 +14,12 @@ class Quant(str, enum.Enum):
     DYNAMIC = "dynamic"
     INT8 = "int8"
     INT16X8 = "int16x8"
+    AUTO = "auto"  # the smallest quantized file that holds its tolerance: int8 first, then int16x8, then dynamic
+
+
+# What ``--quant auto`` tries after int8, in order; the first mode is kept when it passes (integer-only, the fastest
+# on integer hardware), otherwise the smallest file among the others that pass.
+AUTO_CANDIDATES = (Quant.INT8, Quant.INT16X8, Quant.DYNAMIC)
 
 
 class IO(str, enum.Enum):
@@ -37,7 +43,8 @@ class ConvertConfig:
         chunk: also write a ``chunk`` signature that takes this many time steps per call (replaying recorded data);
             ``StatefulRunner.run`` uses it.
         target: the interpreter the file must load on; ``tflite-runtime-2.14`` checks operator versions.
-        calibration_steps: how many time steps of the training split calibrate the integer modes.
+        calibration_steps: cap on the time steps of the training split that calibrate the integer modes (None: the
+            whole training split, rolled through the float step so the states see the values of a real stream).
         golden_steps: how many test-split steps the golden trace keeps.
         check_parity: raise ``CheckFailed`` when parity is outside the mode's tolerance.
     """
@@ -47,7 +54,7 @@ class ConvertConfig:
     batch: int = 1
     chunk: int = 1
     target: Target = Target.LITERT
-    calibration_steps: int = 500
+    calibration_steps: int | None = None
     golden_steps: int = 200
     check_parity: bool = True
 
@@ -55,6 +62,9 @@ class ConvertConfig:
         object.__setattr__(self, "quant", Quant(self.quant))
         object.__setattr__(self, "io", IO(self.io))
         object.__setattr__(self, "target", Target(self.target))
+        if self.quant is Quant.AUTO and self.io is IO.INT8:
+            raise BadInputError("--io int8 needs --quant int8: auto may choose a mode with float inputs; "
+                                "received quant=auto, io=int8.")
         if self.io is IO.INT8 and self.quant is not Quant.INT8:
             raise BadInputError(f"--io int8 needs --quant int8 (integer-only graph); received quant={self.quant.value}.")
         if not 1 <= self.batch <= 4096:
@@ -66,7 +76,7 @@ class ConvertConfig:
                 "--chunk needs --io float: the step and chunk signatures are quantized separately, so their integer "
                 f"state tensors would not share scales; received chunk={self.chunk}, io=int8."
             )
-        if self.calibration_steps < 10:
+        if self.calibration_steps is not None and self.calibration_steps < 10:
             raise BadInputError(f"calibration_steps must be at least 10; received calibration_steps={self.calibration_steps}.")
         if self.golden_steps < 10:
             raise BadInputError(f"golden_steps must be at least 10; received golden_steps={self.golden_steps}.")

@@ -109,8 +109,9 @@ class InputRange:
     feature value, or its first difference when the model differences (``basis``).
 
     ``train_min``/``train_max`` span the training split. ``clip_min``/``clip_max`` are where an integer input
-    quantization clips (an int8 or int16 activation range fixed by calibration), or None for a float input: a value
-    beyond them reaches the model as the bound itself.
+    quantization clips (an int8 or int16 activation range fixed by calibration, widened by half a quantization step,
+    the rounding error every value gets), or None for a float input: a value beyond them reaches the model as the
+    grid's end.
     """
 
     basis: str  # "value" | "difference"
