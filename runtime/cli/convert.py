@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
-_QUANTS = ("float32", "float16", "dynamic", "int8", "int16x8")
+from ._common import quiet_tensorflow
+
+_QUANTS = ("float32", "float16", "dynamic", "int8", "int16x8", "auto")
 
 
 @click.command()
 @click.argument("model", type=click.Path())
-@click.option("--quant", type=click.Choice(_QUANTS), default="float32", show_default=True, help="Quantization mode.")
+@click.option("--quant", type=click.Choice(_QUANTS), default="float32", show_default=True,
+              help="Quantization mode; auto keeps int8 when it holds its tolerance, else the smallest of int16x8 and "
+                   "dynamic that does.")
 @click.option("--io", type=click.Choice(("float", "int8")), default="float", show_default=True,
               help="Input/output dtype; int8 (with --quant int8) for integer-only targets.")
 @click.option("--batch", type=int, default=1, show_default=True, help="Independent streams stepped per call.")
@@ -20,19 +23,22 @@ _QUANTS = ("float32", "float16", "dynamic", "int8", "int16x8")
               help="Also write a signature taking K time steps per call (for replaying recorded data).")
 @click.option("--target", type=click.Choice(("litert", "tflite-runtime-2.14")), default="litert", show_default=True,
               help="Interpreter the file must load on; tflite-runtime-2.14 checks operator versions.")
+@click.option("--calibration-steps", type=int, default=None, metavar="N",
+              help="Calibrate int8/int16x8 on at most N steps of the training split [default: all of it].")
 @click.option("--golden-steps", type=int, default=200, show_default=True, help="Test-split steps in the golden trace.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), metavar="MODEL.tflite", help="File to write.")
-def convert(model, quant, io, batch, chunk, target, golden_steps, out):
+def convert(model, quant, io, batch, chunk, target, calibration_steps, golden_steps, out):
     """Convert a run folder (or a .keras model) to a one-step TFLite graph with named state.
 
     Prints the parity table of the .tflite against the Keras model over the whole test split (exit 1 when it is
     outside the mode's tolerance) and writes MODEL.golden.npz beside the model for 'statelite verify'.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow()
     from statelite.convert import ConvertConfig
     from statelite.convert import convert as run_convert
 
-    config = ConvertConfig(quant=quant, io=io, batch=batch, chunk=chunk, target=target, golden_steps=golden_steps)
+    config = ConvertConfig(quant=quant, io=io, batch=batch, chunk=chunk, target=target,
+                           calibration_steps=calibration_steps, golden_steps=golden_steps)
     run_convert(model, out, config, log=click.echo)
 
 
@@ -41,7 +47,7 @@ def convert(model, quant, io, batch, chunk, target, golden_steps, out):
 @click.option("--epochs", type=int, help="Override the preset's most epochs (a smaller number runs faster).")
 def quickstart(out, epochs):
     """Train on the bundled CO2 data, convert (float32, int8), verify and bench both, and print a summary."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow()
     from statelite.bench import bench
     from statelite.convert import ConvertConfig
     from statelite.convert import convert as run_convert
