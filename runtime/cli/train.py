@@ -5,9 +5,9 @@ TensorFlow is imported inside the command, so ``statelite --help`` stays fast an
 
 from __future__ import annotations
 
-import os
-
 import click
+
+from ._common import quiet_tensorflow
 
 _CELLS = ("gru", "lstm", "simplernn")
 
@@ -54,7 +54,7 @@ def train(data, quiet, **options):
     The run folder holds model.keras, run.json (config, scaler, split, test metrics), series.npz, history.csv,
     loss.png and forecast.png; 'statelite convert RUN_DIR' reads it.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF C++ log noise is not for users
+    quiet_tensorflow()
     from statelite.train import TrainConfig
     from statelite.train import train as run_training
 
