@@ -7,6 +7,7 @@ from collections.abc import Hashable, Mapping
 import numpy as np
 
 from .errors import BadInputError
+from .ranges import RangeCallback, RangeReport
 from .runner import PREV_KEY, StatefulRunner
 
 
@@ -145,6 +146,26 @@ class StreamPool:
     def backend_version(self) -> str:
         return self._r.backend_version
 
+    # -- input range ---------------------------------------------------------------------------------------------
+
+    @property
+    def range_report(self) -> RangeReport | None:
+        """Rows of every stream outside the training range or clipped, per column, as ``StatefulRunner.range_report``
+        (a step is one ``step``/``step_all`` call; ``rows`` counts the streams' rows). None without recorded ranges."""
+        return self._r.range_report
+
+    def reset_range_counts(self) -> None:
+        self._r.reset_range_counts()
+
+    @property
+    def on_out_of_range(self) -> RangeCallback | None:
+        """As ``StatefulRunner.on_out_of_range``: an exception it raises leaves every stream's state as it was."""
+        return self._r.on_out_of_range
+
+    @on_out_of_range.setter
+    def on_out_of_range(self, fn: RangeCallback | None) -> None:
+        self._r.on_out_of_range = fn
+
     # -- stepping ------------------------------------------------------------------------------------------------
 
     def step(self, rows: Mapping[Hashable, object]) -> dict[Hashable, np.ndarray]:
@@ -212,7 +233,7 @@ class StreamPool:
             x[lanes] = block - (self._prev[lanes] if has.all() else np.where(has[:, None], self._prev[lanes], block))
         else:
             x[lanes] = block
-        r._feed_input(x)
+        r._feed_input(x, lanes)  # the range guard sees only the stepping streams' rows
         r._invoke()
         y = r._yv[lanes].astype(np.float64)
         for p, (view_in, view_out) in zip(r._pairs, r._carry):

@@ -10,6 +10,7 @@ import numpy as np
 from .errors import BadInputError, ModelFormatError
 from .interpreter import backend_version, create_interpreter, load_backend, min_runtime_version
 from .metadata import CHUNK_SIGNATURE_KEY, ModelMetadata, StateSpec, metadata_from_file, read_model_file
+from .ranges import RangeCallback, RangeGuard, RangeReport
 from .transform import Transform
 
 PREV_KEY = "x_prev"  # the previous raw row, part of the state of a differencing model
@@ -148,6 +149,9 @@ class StatefulRunner:
             self._scalar_in = (float(self._transform.f_offset[0]), float(self._transform.f_inv_scale[0]))
             self._scalar_out = (float(self._transform.t_scale[0]), float(self._transform.t_offset[0]))
         self._out_map = None if md.graph_scales_outputs else self._transform.output_map()
+        # Counts inputs outside the training range or clipped by an integer input (None: the model records neither).
+        self._guard = RangeGuard.for_model(md)
+        self._on_out_of_range: RangeCallback | None = None
         self._bind()
         self.reset()
 
@@ -192,7 +196,8 @@ class StatefulRunner:
     # -- state ---------------------------------------------------------------------------------------------------
 
     def reset(self) -> None:
-        """Zero every recurrent state (and forget the previous row of a differencing model)."""
+        """Zero every recurrent state (and forget the previous row of a differencing model). The range counts are
+        kept (``reset_range_counts`` clears them)."""
         for p, view in zip(self._pairs, self._in_views):
             view[...] = p.from_real(np.zeros(p.spec.input.shape, np.float32))
         self._prev = None
@@ -259,6 +264,36 @@ class StatefulRunner:
 
         self.state = load_state(path, self.model_sha256, {k: v.shape for k, v in self.state.items()})
 
+    # -- input range ---------------------------------------------------------------------------------------------
+
+    @property
+    def range_report(self) -> RangeReport | None:
+        """How many stepped rows were outside the training range, or clipped by an integer input, per column, with
+        the first step of each (steps since creation or ``reset_range_counts``). None when the model records no
+        ranges (converted before statelite recorded them, with a float input)."""
+        return None if self._guard is None else self._guard.report()
+
+    def reset_range_counts(self) -> None:
+        """Zero the range counts; ``on_out_of_range`` fires again for the next out-of-range row."""
+        if self._guard is not None:
+            self._guard.reset_counts()
+
+    @property
+    def on_out_of_range(self) -> RangeCallback | None:
+        """Called as ``fn(column, kind, step, value, lo, hi)`` the first time each column goes outside the training
+        range (``kind`` ``RangeKind.OUTSIDE_TRAINING``) or is clipped (``RangeKind.CLIPPED``), with that range.
+
+        It runs before the row reaches the interpreter: an exception it raises propagates from ``step`` (or
+        ``run``) and leaves the state as it was before that row. The row is counted either way.
+        """
+        return self._on_out_of_range
+
+    @on_out_of_range.setter
+    def on_out_of_range(self, fn: RangeCallback | None) -> None:
+        self._on_out_of_range = fn
+        if self._guard is not None:
+            self._guard.on_out_of_range = fn
+
     # -- stepping ------------------------------------------------------------------------------------------------
 
     def _coerce(self, x) -> np.ndarray:
@@ -317,9 +352,12 @@ class StatefulRunner:
             self._prev = x
         return y
 
-    def _feed_input(self, xin: np.ndarray) -> None:
+    def _feed_input(self, xin: np.ndarray, lanes=None) -> None:
         """Write graph inputs (raw rows, already differenced) into the input tensor: scaled and quantized as the
-        graph needs. Shared by ``step`` and ``StreamPool``."""
+        graph needs, after the range guard has seen them (only the rows of ``lanes``, when given: a pool's stepping
+        streams). Shared by ``step`` and ``StreamPool``."""
+        if self._guard is not None:
+            self._guard.check(xin if lanes is None else xin[lanes])
         if self._direct:
             self._xv[...] = xin
             return
@@ -356,6 +394,11 @@ class StatefulRunner:
             raise self._nonfinite(np.array([v]))
         prev = self._prev
         d = (v - prev if prev is not None else 0.0) if self._difference else v
+        guard = self._guard
+        if guard is not None:  # in range: one count and two float comparisons
+            guard.steps += 1
+            if not guard.lo0 <= d <= guard.hi0:
+                guard.miss(d)
         if self._direct:
             self._xv[0, 0] = d
         else:
@@ -434,6 +477,8 @@ class StatefulRunner:
             xin = xs - np.concatenate([first, xs[:-1]])
         else:
             xin = xs
+        if self._guard is not None:
+            self._guard.check(xin, steps=n)
         xin = self._transform.scale_diff(xin)
         if self.batch == 1:
             blocks = xin.reshape(n // k, 1, k, -1)
