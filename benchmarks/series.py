@@ -112,7 +112,7 @@ class Series:
 
     def catalogue_row(self) -> dict:
         """The JSON-ready description (everything but the loader function)."""
-        d = {f.name: getattr(self, f) for f in dataclasses.fields(self) if f.name != "load"}
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "load"}
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
