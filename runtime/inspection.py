@@ -68,6 +68,30 @@ def _describe(t: dict) -> str:
     return f"{t['name']:<10} {str(tuple(t['shape'])):<10} {t['dtype']}{quant}"
 
 
+def _span(lo, hi) -> str:
+    return f"[{lo:.4g}, {hi:.4g}]"
+
+
+def _range_lines(md: dict) -> list[str]:
+    """The input's training and clip range per column, and the calibrated range of every tensor."""
+    lines = []
+    r = md.get("input_range")
+    if r:
+        basis = "first difference" if r.get("basis") == "difference" else "value"
+        lines.append(f"input range  per column ({basis}, raw units): training split; where an integer input clips")
+        for i, name in enumerate(md.get("features", [])):
+            clip = (_span(r["clip_min"][i], r["clip_max"][i]) if r.get("clip_min") else "float input, no clip")
+            lines.append(f"  {name:<10} trained {_span(r['train_min'][i], r['train_max'][i])}; clips {clip}")
+    cal = md.get("calibration")
+    if cal:
+        lines.append(f"calibration  {cal.get('steps')} steps ({cal.get('source')}); tensor ranges in model units:")
+        for name, t in cal.get("tensors", {}).items():
+            lo, hi = t["min"], t["max"]
+            span = (", ".join(_span(a, b) for a, b in zip(lo, hi)) if isinstance(lo, list) else _span(lo, hi))
+            lines.append(f"  {name:<10} {span}")
+    return lines
+
+
 def format_inspection(d: dict) -> str:
     """The text ``statelite inspect`` prints for ``inspect_model``'s dict."""
     md = d["metadata"]
@@ -99,6 +123,7 @@ def format_inspection(d: dict) -> str:
         for s in d["states"]
     ] or ["  none"]
     lines.append("operators    " + ", ".join(f"{op['name']} v{op['version']}" for op in d["operators"]))
+    lines += _range_lines(md)
     p = d.get("parity")
     if p:
         tol = p.get("tolerance", {})
