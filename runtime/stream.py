@@ -5,7 +5,13 @@ soon as its row is written. Each output line is flushed. A bad row is reported w
 without touching the state; a saved state survives restarts, Ctrl-C, SIGTERM and a closed output pipe.
 
 Output columns: ``[<time column>,]row,<target>_t+1,...,<target>_t+H`` for each target in turn, in raw units; ``row``
-is the input line number (the header is line 1), the same number bad-row messages give.
+is the input line number (the header is line 1), the same number bad-row messages give. The output is written with
+``csv``, so a time value holding a comma or a quote is quoted. The input's delimiter (comma, semicolon or tab) is
+taken from its first line unless given.
+
+Inputs outside the range the model was trained on (or beyond where an integer input clips) are counted by the
+runner's range guard; each column and kind is reported once on stderr with its row, and a summary follows at the end
+(``strict_range``: the first such row stops the run instead).
 
 Many streams in one input (``stream_key``, ``--stream-key``): a column names the stream each row belongs to (a sensor
 id), rows of different streams interleave, and each row steps only its own stream's state. With a batched model the
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import math
 import os
 import sys
@@ -28,10 +35,12 @@ import numpy as np
 
 from .errors import BadInputError
 from .pool import StreamPool
+from .ranges import RangeKind, RangeReport, describe, integer_input_type, summary_lines
 from .runner import PREV_KEY, StatefulRunner
 
 _REPORT_ALL = 100
 _REPORT_EVERY = 1000
+DELIMITERS = (",", ";", "\t")  # what the first line is searched for, in order of preference on a tie
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +58,10 @@ class StreamConfig:
             instead of skipping it.
         stream_key: the header column that names each row's stream (many streams in one input; needs ``header``).
             Keys are the column's text, stripped: ``"7"`` and ``"07"`` are two streams.
+        strict_range: raise ``BadInputError`` at the first row outside the training range (or clipped by an integer
+            input), before it is stepped, instead of warning once and counting.
+        delimiter: the input's field delimiter, one character (None: the most frequent of comma, semicolon and tab
+            on the first line, comma on a tie or when there is none).
     """
 
     state_path: str | None = None
@@ -57,6 +70,8 @@ class StreamConfig:
     header: bool = True
     strict: bool = False
     stream_key: str | None = None
+    strict_range: bool = False
+    delimiter: str | None = None
 
     def __post_init__(self):
         if self.save_every < 1:
@@ -69,6 +84,11 @@ class StreamConfig:
             raise BadInputError(
                 f"stream_key names a header column, so the input needs a header row; received "
                 f"stream_key={self.stream_key!r} with header=False (--no-header)."
+            )
+        if self.delimiter is not None and (len(self.delimiter) != 1 or self.delimiter in "\"\r\n"):
+            raise BadInputError(
+                f"delimiter must be one character other than a quote or a line break (a tab: '\\t' or 'tab'); "
+                f"received delimiter={self.delimiter!r}."
             )
 
 
@@ -85,15 +105,19 @@ class StreamResult:
     streams: int = 1  # streams known at the end (loaded or seen); 1 without stream_key
     refused: int = 0  # rows skipped because their stream did not fit the full pool
     refused_streams: int = 0  # streams that did not fit
+    # Rows outside the training range or clipped, every stream together (None: the model records no ranges).
+    range_report: RangeReport | None = None
 
 
 class _Columns:
     """Where the features (and the optional time column) sit in each input row."""
 
-    def __init__(self, features, time_column, header: list[str] | None, source: str, key_column: str | None = None):
+    def __init__(self, features, time_column, header: list[str] | None, source: str, key_column: str | None = None,
+                 delimiter: str = ","):
         self.time_index = None
         self.key_index = None
         self.key_name = key_column
+        self.delimiter = delimiter
         if header is None:
             self.width = len(features)
             self.feature_index = list(range(len(features)))
@@ -102,9 +126,14 @@ class _Columns:
         names = [h.strip().lstrip("\ufeff") for h in header]  # a byte-order mark from spreadsheet exports
         missing = [f for f in features if f not in names]
         if missing:
+            other = _other_delimiter(names, delimiter, lambda cells: all(f in cells for f in features))
+            hint = (
+                f" The header looks delimited by {_show(other)}, not {_show(delimiter)}: pass --delimiter {_show(other)}."
+                if other else " Pass --no-header if the input has no header row."
+            )
             raise BadInputError(
                 f"{source}: the header lacks the model's feature columns {missing}; expected columns "
-                f"{list(features)}; received header {names}. Pass --no-header if the input has no header row."
+                f"{list(features)}; received header {names}.{hint}"
             )
         if key_column is not None:
             if key_column not in names:
@@ -127,7 +156,9 @@ class _Columns:
     def parse(self, fields: list[str]) -> tuple[np.ndarray, str | None, str | None]:
         """The feature row, time value and stream key of one input row, or ``ValueError`` saying what is wrong."""
         if len(fields) != self.width:
-            raise ValueError(f"expected {self.width} columns, received {len(fields)}")
+            other = _other_delimiter(fields, self.delimiter, lambda cells: len(cells) == self.width)
+            hint = f" (the row looks delimited by {_show(other)}: pass --delimiter {_show(other)})" if other else ""
+            raise ValueError(f"expected {self.width} columns, received {len(fields)}{hint}")
         key = None
         if self.key_index is not None:
             key = fields[self.key_index].strip()
@@ -149,6 +180,33 @@ class _Columns:
         return np.asarray(values, dtype=np.float64), time, key
 
 
+def _show(delimiter: str) -> str:
+    return "'\\t'" if delimiter == "\t" else repr(delimiter)
+
+
+def _other_delimiter(cells: list[str], delimiter: str, fits) -> str | None:
+    """Another usual delimiter that splits these cells (rejoined) into cells that ``fits`` accepts, when one does: the
+    line was probably written with it."""
+    line = delimiter.join(cells)
+    for d in DELIMITERS:
+        if d != delimiter and d in line and fits([c.strip() for c in line.split(d)]):
+            return d
+    return None
+
+
+def detect_delimiter(line: str) -> str:
+    """The most frequent of comma, semicolon and tab outside double quotes in ``line`` (comma on a tie or none)."""
+    counts = dict.fromkeys(DELIMITERS, 0)
+    quoted = False
+    for ch in line:
+        if ch == '"':
+            quoted = not quoted
+        elif not quoted and ch in counts:
+            counts[ch] += 1
+    best = max(DELIMITERS, key=counts.__getitem__)  # the first of equals: comma before semicolon before tab
+    return best if counts[best] else ","
+
+
 def _lines(source: TextIO):
     # readline, not iteration over a file: each row is handled as soon as its line arrives.
     while True:
@@ -160,7 +218,6 @@ def _lines(source: TextIO):
 
 def _format(v: float) -> str:
     return format(float(v), ".10g")
-
 
 
 def _stream_shapes(md) -> dict[str, tuple[int, ...]]:
@@ -181,6 +238,14 @@ class _OneStream:
 
     def __len__(self) -> int:
         return 1
+
+    def guard(self, callback) -> None:
+        """Count afresh, and call ``callback`` on the first out-of-range row of each column and kind."""
+        self.runner.reset_range_counts()
+        self.runner.on_out_of_range = callback
+
+    def range_report(self) -> RangeReport | None:
+        return self.runner.range_report
 
     def __contains__(self, key) -> bool:
         return True
@@ -211,9 +276,20 @@ class _RunnerStreams:
         self.sha256 = runner.model_sha256
         self.shapes = _stream_shapes(runner.metadata)
         self.runners: dict[str, StatefulRunner] = {}
+        self._callback = None
 
     def __len__(self) -> int:
         return len(self.runners)
+
+    def guard(self, callback) -> None:
+        self._callback = callback
+        for r in [self._spare, *self.runners.values()]:
+            if r is not None:
+                r.reset_range_counts()
+                r.on_out_of_range = callback
+
+    def range_report(self) -> RangeReport | None:
+        return RangeReport.combine(r.range_report for r in self.runners.values())
 
     def __contains__(self, key) -> bool:
         return key in self.runners
@@ -221,6 +297,9 @@ class _RunnerStreams:
     def add(self, key) -> None:
         runner, self._spare = (self._spare, None) if self._spare is not None else (self._new(), None)
         runner.reset()
+        if runner.on_out_of_range is not self._callback:  # a new runner
+            runner.reset_range_counts()
+            runner.on_out_of_range = self._callback
         self.runners[key] = runner
 
     def step(self, key, x):
@@ -253,6 +332,13 @@ class _PoolStreams:
 
     def __len__(self) -> int:
         return len(self.pool)
+
+    def guard(self, callback) -> None:
+        self.pool.reset_range_counts()
+        self.pool.on_out_of_range = callback
+
+    def range_report(self) -> RangeReport | None:
+        return self.pool.range_report
 
     def __contains__(self, key) -> bool:
         return key in self.pool
@@ -313,11 +399,14 @@ def run_stream(
 
     Returns:
         A ``StreamResult``. Ctrl-C and a closed output end the stream normally (state saved) and are reported there.
-        When a pool is full, a new stream's rows are skipped and reported (counted in ``refused``).
+        When a pool is full, a new stream's rows are skipped and reported (counted in ``refused``). Its
+        ``range_report`` counts this call's rows outside the training range or clipped (the runners' range counts
+        are reset at the start, and their ``on_out_of_range`` is set during the call and restored after it).
 
     Raises:
         BadInputError: the header lacks a feature or key column, a batched runner or a pool without
-            ``stream_key``, or (with ``strict``) a bad row or a stream that does not fit the full pool.
+            ``stream_key``, or (with ``strict``) a bad row or a stream that does not fit the full pool, or (with
+            ``strict_range``) a row outside the training range or clipped; the state is saved as it was before it.
         StateFileError: the state file is corrupt, belongs to another model, or holds one stream where many are
             expected (or the reverse); it is never overwritten then.
     """
@@ -345,17 +434,40 @@ def run_stream(
         resumed = True
 
     rows = skipped = saves = unsaved = refused = 0
+    line, key = 0, None
     since_reset: dict = {}
     refused_keys: set = set()
     interrupted = output_closed = False
-    reader = csv.reader(_lines(source))
     horizon_names = [f"{t}_t+{h}" for t in md.targets for h in range(1, md.horizon + 1)]
     key_head = [config.stream_key] if keyed else []
     columns: _Columns | None = None
+    writer = csv.writer(sink, lineterminator="\n")  # quotes a time value holding a comma or a quote
 
     def write_header(time_head: list[str]) -> None:
-        sink.write(",".join(time_head + ["row"] + key_head + horizon_names) + "\n")
+        writer.writerow(time_head + ["row"] + key_head + horizon_names)
         sink.flush()
+
+    basis = md.input_range.basis if md.input_range is not None else ("difference" if md.difference else "value")
+    input_type = integer_input_type(md)
+    first_seen: dict = {}  # (column, kind) -> where it was first seen, for the summary
+
+    def out_of_range(column: str, kind: RangeKind, step: int, value: float, lo: float, hi: float) -> None:
+        # Called by the runner before the row reaches the interpreter: raising refuses the row, state untouched.
+        text = describe(basis, column, kind, value, lo, hi, input_type)
+        if config.strict_range:
+            raise BadInputError(
+                f"{source_name} line {line}: {text} (--strict-range stops at the first out-of-range row; the state "
+                f"is kept from before it)."
+            )
+        if (column, kind) in first_seen:  # another stream's runner: warned already
+            return
+        where = f"row {line}" + (f" (stream {key!r})" if keyed else "")
+        first_seen[(column, kind)] = where
+        errors.write(f"statelite: {where}: {text}; forecasts may be unreliable (counted; summary at exit)\n")
+        errors.flush()
+
+    previous_callbacks = [(runner, runner.on_out_of_range)]  # the caller's; runners made here are dropped at the end
+    streams.guard(out_of_range)
 
     def save() -> None:
         nonlocal saves, unsaved
@@ -373,8 +485,19 @@ def run_stream(
             errors.flush()
 
     try:
+        lines = _lines(source)
+        delimiter = config.delimiter
+        if delimiter is None:
+            head = []  # up to the first non-blank line, which names the delimiter; then read again from the start
+            for text in lines:
+                head.append(text)
+                if text.strip():
+                    break
+            delimiter = detect_delimiter(head[-1]) if head else ","
+            lines = itertools.chain(head, lines)
+        reader = csv.reader(lines, delimiter=delimiter)
         if not config.header:
-            columns = _Columns(md.features, None, None, source_name)
+            columns = _Columns(md.features, None, None, source_name, delimiter=delimiter)
             write_header([])
         seen = False
         try:
@@ -384,7 +507,7 @@ def run_stream(
                     continue  # blank line
                 seen = True
                 if columns is None:
-                    columns = _Columns(md.features, md.time_column, fields, source_name, config.stream_key)
+                    columns = _Columns(md.features, md.time_column, fields, source_name, config.stream_key, delimiter)
                     write_header([md.time_column] if columns.time_index is not None else [])
                     continue
                 try:
@@ -428,7 +551,7 @@ def run_stream(
                 # Transposed so each target's horizon is contiguous, as the header names them.
                 out = [_format(v) for v in np.asarray(y).T.reshape(-1)]
                 lead = ([time] if time is not None else []) + [str(line)] + ([key] if keyed else [])
-                sink.write(",".join(lead + out) + "\n")
+                writer.writerow(lead + out)
                 sink.flush()
                 if rows % config.save_every == 0:
                     save()
@@ -445,6 +568,15 @@ def run_stream(
         output_closed = True
     finally:
         save()
+        for r, callback in previous_callbacks:
+            r.on_out_of_range = callback
+    range_report = streams.range_report()
+    summary = summary_lines(range_report, input_type, first_seen)
+    for text in summary:
+        errors.write(f"statelite: {text}\n")
+    if summary:
+        errors.flush()
     return StreamResult(
-        rows, skipped, saves, resumed, interrupted, output_closed, len(streams), refused, len(refused_keys)
+        rows, skipped, saves, resumed, interrupted, output_closed, len(streams), refused, len(refused_keys),
+        range_report,
     )

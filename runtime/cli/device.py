@@ -56,11 +56,21 @@ def _on_sigterm(signum, frame):
     "--strict", is_flag=True,
     help="Stop (exit 2) at the first bad row, or the first stream that does not fit a full pool, instead of skipping.",
 )
+@click.option(
+    "--strict-range", is_flag=True,
+    help="Stop (exit 2) at the first row outside the model's training range (or clipped by its integer input), "
+    "before stepping it, instead of warning once per column and counting.",
+)
+@click.option(
+    "--delimiter", metavar="CHAR",
+    help="The input's field delimiter ('tab' or '\\t' for a tab).  [default: comma, semicolon or tab, whichever "
+    "the first line has most of]",
+)
 @click.option("--stream-key", metavar="COL", help="Header column naming each row's stream: many streams in one input.")
 @click.option("--threads", type=int, metavar="T", help="Interpreter threads.  [default: the interpreter's]")
 @_backend_option
-def run(model, input_path, output_path, state_path, save_every, reset_every, no_header, strict, stream_key, threads,
-        backend):
+def run(model, input_path, output_path, state_path, save_every, reset_every, no_header, strict, strict_range,
+        delimiter, stream_key, threads, backend):
     """Forecast a CSV stream row by row, carrying the recurrent state.
 
     Rows are read as they arrive (a file, or stdin with '-'); each forecast line is written and flushed at once.
@@ -78,14 +88,25 @@ def run(model, input_path, output_path, state_path, save_every, reset_every, no_
     is reported once on stderr and its rows are skipped (the others go on), or with --strict the run stops with
     exit 2. --state then holds every stream's state with its key, --reset-every counts each stream's rows, and a
     stream that stops sending keeps its state.
+
+    Inputs outside the range the model was trained on (the first difference, for a differencing model), or beyond
+    where its integer input clips, are counted: the first of each column is reported on stderr with its row, and a
+    summary per column follows at the end. With --strict-range the first such row stops the run with exit 2 (the
+    state saved is the one from before it). Models converted before ranges were recorded are not checked.
+
+    The input may be comma, semicolon or tab separated (found from its first line, or --delimiter); the output is
+    comma-separated CSV, with a time value holding a comma or a quote quoted.
     """
     from ..metadata import read_metadata
     from ..pool import StreamPool
     from ..runner import StatefulRunner
     from ..stream import StreamConfig, run_stream
 
+    if delimiter is not None and delimiter.lower() in ("tab", "\\t"):
+        delimiter = "\t"
     config = StreamConfig(
-        state_path, save_every, reset_every, header=not no_header, strict=strict, stream_key=stream_key
+        state_path, save_every, reset_every, header=not no_header, strict=strict, stream_key=stream_key,
+        strict_range=strict_range, delimiter=delimiter,
     )
     new_runner = None
     if stream_key is not None and read_metadata(model).batch > 1:
@@ -140,6 +161,12 @@ def run(model, input_path, output_path, state_path, save_every, reset_every, no_
     if result.refused:
         parts.append(
             f"{result.refused} rows of {result.refused_streams} streams skipped (pool full: {runner.capacity} streams)"
+        )
+    report = result.range_report
+    if report is not None and report.any:
+        parts.append(
+            f"{report.outside_training} rows outside the training range"
+            + (f", {report.clipped} clipped" if report.clipped else "")
         )
     if state_path:
         parts.append(("resumed from and " if result.resumed else "") + f"state saved to {state_path}")
