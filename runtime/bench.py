@@ -23,6 +23,7 @@ import numpy as np
 from .errors import BadInputError
 from .metadata import read_metadata
 from .pool import StreamPool
+from .ranges import RangeReport
 from .runner import StatefulRunner
 
 _QEMU_NAMES = {"aarch64": "aarch64", "arm64": "aarch64", "armv7l": "arm", "armv6l": "arm", "armv8l": "arm"}
@@ -102,6 +103,9 @@ class BenchReport:
     streams: int = 1
     mode: str = MODE_RUNNER
     capacity: int = 1  # the model's batch
+    # RangeReport.to_dict() of the timed steps' inputs (every stream): rows outside the training range or clipped.
+    # None when the model records no ranges.
+    input_range: dict | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -143,6 +147,12 @@ class BenchReport:
             f"interpreter  {self.backend} {self.backend_version}",
             f"machine      {self.machine}, Python {self.python}" + (" (EMULATED: timings are not the device's)" if self.emulated else ""),
         ]
+        if self.input_range is not None:
+            r = self.input_range
+            lines.append(
+                f"input range  {r['outside_training']} of {r['rows']} timed inputs outside the training range, "
+                f"{r['clipped']} clipped (the bench's synthetic rows)"
+            )
         return "\n".join(lines)
 
 
@@ -155,10 +165,12 @@ def _inputs(md, shape: tuple[int, ...]) -> np.ndarray:
     return np.cumsum(xs, axis=0) if md.difference else xs  # the scaler describes differences: integrate them
 
 
-def _time(fn, args, warmup: int) -> np.ndarray:
+def _time(fn, args, warmup: int, after_warmup=None) -> np.ndarray:
     """Call ``fn`` on each of ``args``, timing each call after the first ``warmup``; nanoseconds."""
     for a in args[:warmup]:
         fn(a)
+    if after_warmup is not None:
+        after_warmup()
     timed = args[warmup:]
     ns = np.empty(len(timed), dtype=np.int64)
     clock = time.perf_counter_ns
@@ -221,10 +233,12 @@ def bench(
         # Every stream ticks at once: StreamPool.step_all, rows in pool.keys order (StreamPool.step with a dict
         # of rows costs a few microseconds more per tick for building and reading the dicts).
         fn, args = pool.step_all, list(_inputs(md, (warmup + steps, n, n_features)))
+        guarded = [pool]
     elif streams is not None:
         mode, n = MODE_RUNNERS, streams
         runners = [StatefulRunner(model_path, backend=backend, num_threads=threads) for _ in range(n)]
         runner = runners[0]
+        guarded = runners
         pairs = [(r.step, i) for i, r in enumerate(runners)]
 
         def fn(x):
@@ -235,8 +249,15 @@ def bench(
     else:
         mode, n = MODE_RUNNER, 1
         runner = StatefulRunner(model_path, backend=backend, num_threads=threads)
+        guarded = [runner]
         fn, args = runner.step, _inputs(md, (warmup + steps, n_features))
-    ns = _time(fn, args, warmup)
+
+    def reset_range_counts():  # the report counts the timed steps only
+        for g in guarded:
+            g.reset_range_counts()
+
+    ns = _time(fn, args, warmup, reset_range_counts)
+    ranges = RangeReport.combine(g.range_report for g in guarded)
     us = ns / 1000.0
     return BenchReport(
         model=str(model_path),
@@ -261,4 +282,5 @@ def bench(
         streams=n,
         mode=mode,
         capacity=md.batch,
+        input_range=None if ranges is None else ranges.to_dict(),
     )

@@ -126,9 +126,27 @@ class VerifyReport:
     machine: str
     seconds: float
     passed: bool
+    # RangeReport.to_dict() of the golden rows: how many were outside the training range or clipped. Information,
+    # never a failure. None when the model records no ranges.
+    input_range: dict | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def input_range_line(self) -> str:
+        """The ``input range`` line's text: golden rows outside the training range and clipped, per column."""
+        r = self.input_range
+        if r is None:
+            return "not recorded in the model"
+        what = "first differences" if r["basis"] == "difference" else "values"
+        per = ", ".join(
+            f"{name} {c['outside_training']}" + (f" ({c['clipped']} clipped)" if c["clipped"] else "")
+            for name, c in r["columns"].items()
+        )
+        return (
+            f"{r['outside_training']} of {r['rows']} golden {what} outside the training range, {r['clipped']} "
+            f"clipped ({per})"
+        )
 
     @property
     def problems(self) -> tuple[str, ...]:
@@ -153,6 +171,7 @@ class VerifyReport:
             f"last tenth {self.drift_last_tenth:.3g}",
             f"interpreter  {self.backend} {self.backend_version}",
             f"machine      {self.machine}",
+            f"input range  {self.input_range_line()}",
             f"time         {self.seconds * 1000:.1f} ms for {self.steps} steps",
             "result       PASS" if self.passed else "result       FAIL: " + "; ".join(self.problems),
         ]
@@ -196,10 +215,12 @@ def verify(model_path, golden_path=None, backend: str = "auto") -> VerifyReport:
             f"{golden_path}: expected x (steps, {len(md.features)}) and y_keras (steps, {md.horizon}, "
             f"{len(md.targets)}) for this model; received x {golden.x.shape}, y_keras {golden.y.shape}."
         )
+    # One lane's rows: the range counts are the golden trace's, whatever the batch.
     xs = golden.x if runner.batch == 1 else np.repeat(golden.x[:, None], runner.batch, axis=1)
     start = time.perf_counter()
     y = runner.run(xs)
     seconds = time.perf_counter() - start
+    ranges = _one_lane(runner.range_report, runner.batch)
     keras_y = golden.y if runner.batch == 1 else np.broadcast_to(golden.y[:, None], y.shape)
     err = np.asarray(y, dtype=np.float64) - keras_y
     norm = err / golden.target_scale
@@ -225,7 +246,19 @@ def verify(model_path, golden_path=None, backend: str = "auto") -> VerifyReport:
         machine=platform.machine(),
         seconds=seconds,
         passed=bool(max_abs_norm <= golden.tol_max_abs and rmse_norm <= golden.tol_rmse),
+        input_range=None if ranges is None else ranges.to_dict(),
     )
+
+
+def _one_lane(report, batch: int):
+    """A batched model ran the golden rows in every lane: count them once."""
+    if report is None or batch == 1:
+        return report
+    columns = tuple(
+        dataclasses.replace(c, outside_training=c.outside_training // batch, clipped=c.clipped // batch)
+        for c in report.columns
+    )
+    return dataclasses.replace(report, rows=report.rows // batch, columns=columns)
 
 
 def write_junit(report: VerifyReport, path) -> None:
@@ -246,7 +279,11 @@ def write_junit(report: VerifyReport, path) -> None:
     )
     props = ET.SubElement(suite, "properties")
     for key, value in report.to_dict().items():
-        if key not in ("passed",):
+        if key == "input_range":  # flat numbers a dashboard can plot, not a dict's repr
+            if value is not None:
+                for name in ("rows", "outside_training", "clipped"):
+                    ET.SubElement(props, "property", name=f"input_range_{name}", value=str(value[name]))
+        elif key not in ("passed",):
             ET.SubElement(props, "property", name=key, value=str(value))
     case = ET.SubElement(
         suite, "testcase", classname=f"statelite.verify.{report.machine}", name=Path(report.model).name, time=f"{report.seconds:.3f}"

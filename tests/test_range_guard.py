@@ -116,13 +116,12 @@ def test_reset_keeps_counts_and_reset_range_counts_clears_them(narrow):
     assert len(calls) == 2, "the callback fires again after reset_range_counts"
 
 
-def test_vector_path_and_chunks_count_the_same(tmp_path):
+def test_vector_path_counts_every_lane(tmp_path):
     model = with_input_range(MODELS / "gru_float32_b8.tflite", tmp_path / "b8.tflite", NARROW)
     xs = golden_x("gru_float32.tflite", 60)
     d = diffs(xs)
     n, first = expected_counts(d, -1.0, 1.2)
     batch = np.repeat(xs[:, None], 8, axis=1)
-    batch[:, 3] += 0.0  # every lane the same series
     runner = StatefulRunner(model)
     for row in batch:
         runner.step(row)
@@ -223,3 +222,147 @@ def test_integer_input_without_recorded_range_still_counts_clipping():
     rep = guard.report()
     assert (rep.clipped, rep.outside_training, rep.columns[0].first_clipped_step) == (1, 0, 2)
     assert rep.columns[0].train_min is None and rep.columns[0].clip_max == pytest.approx(hi)
+
+
+# -- statelite run ---------------------------------------------------------------------------------------------------
+
+
+def co2_csv(xs: np.ndarray) -> str:
+    return "date,co2\n" + "".join(f"d{i},{float(x[0])!r}\n" for i, x in enumerate(xs))
+
+
+def test_run_warns_once_per_column_and_kind_with_the_row_and_summarises(clipping):
+    xs = golden_x("gru_int8.tflite")
+    d = diffs(xs)
+    n_out, first_out = expected_counts(d, -1.0, 1.2)
+    n_clip, first_clip = expected_counts(d, -1.5, 1.5)
+    result = CliRunner().invoke(main, ["run", str(clipping)], input=co2_csv(xs))
+    assert result.exit_code == 0, result.output
+    err = result.stderr.splitlines()
+    row_out, row_clip = first_out + 2, first_clip + 2  # the header is line 1
+    assert err[0] == (
+        f"statelite: row {row_out}: column 'co2' first difference {d[first_out]:.6g} is outside the training range "
+        f"[-1, 1.2]; forecasts may be unreliable (counted; summary at exit)"
+    )
+    assert err[1] == (
+        f"statelite: row {row_clip}: column 'co2' first difference {d[first_clip]:.6g} is beyond the int8 input range "
+        f"[-1.5, 1.5] and is clipped to it; forecasts may be unreliable (counted; summary at exit)"
+    )
+    assert err[2] == (
+        f"statelite: column 'co2': {n_out} of {len(xs)} first differences outside the training range [-1, 1.2] "
+        f"(first at row {row_out}); {n_clip} clipped to the int8 input range [-1.5, 1.5] (first at row {row_clip})"
+    )
+    assert err[3].startswith(f"statelite run: {len(xs)} rows forecast, {n_out} rows outside the training range, "
+                             f"{n_clip} clipped")
+    assert len(err) == 4
+    assert len(result.stdout.splitlines()) == len(xs) + 1, "every row is still forecast"
+
+
+def test_run_old_model_says_nothing_about_ranges():
+    xs = golden_x("gru_float32.tflite") * 1.5  # far outside anything: no ranges recorded, nothing said
+    result = CliRunner().invoke(main, ["run", str(MODELS / "gru_float32.tflite")], input=co2_csv(xs))
+    assert result.exit_code == 0
+    assert result.stderr.splitlines() == [f"statelite run: {len(xs)} rows forecast"]
+
+
+def test_strict_range_exits_2_with_one_line_and_keeps_the_state_before(tmp_path, narrow):
+    xs = golden_x("gru_float32.tflite")
+    d = diffs(xs)
+    first = expected_counts(d, -1.0, 1.2)[1]
+    state = tmp_path / "s.npz"
+    result = CliRunner().invoke(main, ["run", str(narrow), "--strict-range", "--state", str(state)], input=co2_csv(xs))
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"Error: stdin line {first + 2}: column 'co2' first difference {d[first]:.6g} is outside the training range "
+        f"[-1, 1.2] (--strict-range stops at the first out-of-range row; the state is kept from before it)."
+    ]
+    assert len(result.stdout.splitlines()) == first + 1
+    runner = StatefulRunner(narrow)
+    runner.run(xs[:first])
+    saved = StatefulRunner(narrow)
+    saved.load_state(state)
+    for name, value in runner.state.items():
+        np.testing.assert_array_equal(saved.state[name], value)
+
+
+def keyed_csv(xs: np.ndarray) -> str:
+    lines = ["date,sensor,co2"]
+    for i, x in enumerate(xs):
+        lines += [f"d{i},a,{float(x[0])!r}", f"d{i},b,{float(x[0])!r}"]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("source", ["gru_float32_b8.tflite", "gru_float32.tflite"])  # pool lanes, per-key runners
+def test_stream_key_warns_once_and_strict_range(tmp_path, source):
+    model = with_input_range(MODELS / source, tmp_path / "m.tflite", NARROW, golden=False)
+    xs = golden_x("gru_float32.tflite", 60)
+    d = diffs(xs)
+    n, first = expected_counts(d, -1.0, 1.2)
+    out, err = io.StringIO(), io.StringIO()
+    runner = StreamPool(model) if "b8" in source else StatefulRunner(model)
+    result = run_stream(runner, io.StringIO(keyed_csv(xs)), out, StreamConfig(stream_key="sensor"), errors=err)
+    assert result.range_report.outside_training == 2 * n and result.range_report.rows == 2 * len(xs)
+    lines = err.getvalue().splitlines()
+    row = 2 + 2 * first  # stream a's row comes first
+    assert lines[0].startswith(f"statelite: row {row} (stream 'a'): column 'co2' first difference")
+    assert lines[1] == (
+        f"statelite: column 'co2': {2 * n} of {2 * len(xs)} first differences outside the training range [-1, 1.2] "
+        f"(first at row {row} (stream 'a'))"
+    )
+    assert len(lines) == 2
+    assert runner.on_out_of_range is None, "the caller's callback is restored"
+    runner = StreamPool(model) if "b8" in source else StatefulRunner(model)
+    with pytest.raises(Exception, match=rf"input line {row}: .*--strict-range"):
+        run_stream(runner, io.StringIO(keyed_csv(xs)), io.StringIO(), StreamConfig(stream_key="sensor", strict_range=True),
+                   errors=io.StringIO())
+
+
+# -- verify and bench ------------------------------------------------------------------------------------------------
+
+
+def test_verify_reports_golden_rows_out_of_range_without_failing(tmp_path, clipping):
+    with np.load(clipping.with_name("clip.golden.npz")) as g:
+        d = diffs(np.asarray(g["x"], dtype=np.float64))
+    n_out, n_clip = expected_counts(d, -1.0, 1.2)[0], expected_counts(d, -1.5, 1.5)[0]
+    result = CliRunner().invoke(main, ["verify", str(clipping), "--junit", str(tmp_path / "j.xml")])
+    assert result.exit_code == 0, result.output
+    assert (f"input range  {n_out} of {len(d)} golden first differences outside the training range, {n_clip} "
+            f"clipped (co2 {n_out} ({n_clip} clipped))") in result.output.splitlines()
+    result = CliRunner().invoke(main, ["verify", str(clipping), "--json"])
+    r = json.loads(result.stdout)["input_range"]
+    assert (r["rows"], r["outside_training"], r["clipped"]) == (len(d), n_out, n_clip)
+    from xml.etree import ElementTree as ET
+
+    props = {p.get("name"): p.get("value") for p in ET.parse(tmp_path / "j.xml").getroot().iter("property")}
+    assert (props["input_range_outside_training"], props["input_range_clipped"]) == (str(n_out), str(n_clip))
+
+
+def test_verify_batched_model_counts_the_golden_rows_once(tmp_path):
+    model = with_input_range(MODELS / "gru_float32_b8.tflite", tmp_path / "b8.tflite", NARROW)
+    with np.load(model.with_name("b8.golden.npz")) as g:
+        d = diffs(np.asarray(g["x"], dtype=np.float64))
+    result = CliRunner().invoke(main, ["verify", str(model), "--json"])
+    assert result.exit_code == 0, result.output
+    r = json.loads(result.stdout)["input_range"]
+    assert (r["rows"], r["outside_training"]) == (len(d), expected_counts(d, -1.0, 1.2)[0])
+
+
+def test_verify_old_model_says_not_recorded():
+    result = CliRunner().invoke(main, ["verify", str(MODELS / "gru_float32.tflite"), "--json"])
+    assert json.loads(result.stdout)["input_range"] is None
+
+
+@pytest.mark.parametrize("source, streams", [("gru_int8.tflite", None), ("gru_int8.tflite", 2),
+                                             ("gru_float32_b8.tflite", None)])
+def test_bench_json_carries_the_timed_range_report(tmp_path, source, streams):
+    tight = InputRange("difference", (-0.1,), (0.1,), (-0.5,), (0.5,))
+    model = with_input_range(MODELS / source, tmp_path / "m.tflite", tight, golden=False)
+    args = ["bench", str(model), "--steps", "30", "--warmup", "5", "--json"]
+    result = CliRunner().invoke(main, args + (["--streams", str(streams)] if streams else []))
+    assert result.exit_code == 0, result.output
+    d = json.loads(result.stdout)
+    r = d["input_range"]
+    assert r["steps"] == 30 * (streams or 1) and r["rows"] == 30 * d["streams"], "the timed steps only"
+    assert 0 < r["outside_training"] <= r["rows"] and 0 < r["clipped"] <= r["outside_training"]
+    old = CliRunner().invoke(main, ["bench", str(MODELS / source), "--steps", "5", "--warmup", "0", "--json"])
+    assert json.loads(old.stdout)["input_range"] is None
