@@ -554,3 +554,71 @@ def test_keyed_sigterm_then_resume_in_a_process(tmp_path, reference_model):
     assert done.returncode == 0 and "resumed from" in done.stderr
     got += [r.split(",")[2:] for r in done.stdout.splitlines()[1:]]
     assert got == want
+
+
+# -- CSV: quoting, delimiters ----------------------------------------------------------------------------------------
+
+
+def test_time_with_a_comma_or_quote_round_trips(device_model):
+    import csv
+
+    model = device_model("differencing")
+    md = read_metadata(model)
+    xs = sample_rows(model, 4)
+    times = ["Aug 27, 2000 14:00", 'the "first"', "plain", "a,b,\"c\""]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([md.time_column] + list(md.features))
+    w.writerows([[t] + [repr(float(v)) for v in x] for t, x in zip(times, xs)])
+    _, out, err, _ = stream(model, buf.getvalue())
+    got = list(csv.reader(io.StringIO(out)))
+    assert [r[0] for r in got[1:]] == times
+    assert out.splitlines()[1].startswith('"Aug 27, 2000 14:00",2,')
+    np.testing.assert_allclose(forecasts(got[1:], skip=2), expected(model, xs), rtol=2e-6, atol=1e-5)
+    assert err == ""
+
+
+@pytest.mark.parametrize("delimiter, config", [(";", StreamConfig()), ("\t", StreamConfig()),
+                                               (";", StreamConfig(delimiter=";"))])
+def test_semicolon_and_tab_input(device_model, delimiter, config):
+    model = device_model("gru")
+    md = read_metadata(model)
+    xs = sample_rows(model, 6)
+    text = "\n" + delimiter.join(["t"] + list(md.features)) + "\n"  # a blank line first: detection skips it
+    text += "".join(delimiter.join([f"x,{i}"] + [repr(float(v)) for v in x]) + "\n" for i, x in enumerate(xs))
+    _, out, err, _ = stream(model, text, config)
+    _, rows = read_output(out)
+    assert err == "" and [r[0] for r in rows] == [str(i) for i in range(3, 9)], "row numbers count the blank line"
+    np.testing.assert_allclose(forecasts(rows), expected(model, xs), rtol=2e-6, atol=1e-6)
+
+
+def test_wrong_delimiter_hints_at_the_option(device_model):
+    model = device_model("gru")
+    md = read_metadata(model)
+    xs = sample_rows(model, 3)
+    header = ";".join(["t"] + list(md.features))
+    rows = "".join(";".join(["d"] + [repr(float(v)) for v in x]) + "\n" for x in xs)
+    with pytest.raises(BadInputError, match=r"header looks delimited by ';', not ',': pass --delimiter ';'"):
+        stream(model, header + "\n" + rows, StreamConfig(delimiter=","))
+    # A comma header over semicolon rows: each row is skipped with the hint.
+    _, _, err, _ = stream(model, ",".join(["t"] + list(md.features)) + "\n" + rows)
+    assert "in.csv line 2: expected 2 columns, received 1 (the row looks delimited by ';': pass --delimiter ';')" in err
+    result = CliRunner().invoke(main, ["run", str(model), "--delimiter", ","], input=header + "\n" + rows)
+    assert result.exit_code == 2 and "pass --delimiter ';'" in result.stderr
+
+
+def test_cli_delimiter_option(device_model):
+    model = device_model("gru")
+    md = read_metadata(model)
+    xs = sample_rows(model, 5)
+    text = "\t".join(list(md.features) + ["note;a;b"]) + "\n"  # detection would take ';' from this header
+    text += "".join("\t".join([repr(float(v)) for v in x] + ["a;b;c"]) + "\n" for x in xs)
+    result = CliRunner().invoke(main, ["run", str(model)], input=text)
+    assert result.exit_code == 2 and "the header lacks" in result.stderr
+    for value in ("tab", "\\t", "\t"):
+        result = CliRunner().invoke(main, ["run", str(model), "--delimiter", value], input=text)
+        assert result.exit_code == 0, result.output
+        _, rows = read_output(result.stdout)
+        np.testing.assert_allclose(forecasts(rows), expected(model, xs), rtol=2e-6, atol=1e-6)
+    result = CliRunner().invoke(main, ["run", str(model), "--delimiter", ";;"], input=text)
+    assert result.exit_code == 2 and "delimiter must be one character" in result.stderr
