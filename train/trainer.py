@@ -43,6 +43,8 @@ class TrainResult:
     metrics: dict[str, Any]
     history: tuple[dict[str, float], ...]
     seconds: float
+    fit_seconds: float = math.nan
+    diagnostics: tuple[dict[str, Any], ...] = ()
     model: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
@@ -75,6 +77,8 @@ class RunInfo:
     metrics: dict[str, Any]
     versions: dict[str, str]
     raw: dict[str, Any] = dataclasses.field(repr=False, compare=False)
+    diagnostics: tuple[dict[str, Any], ...] = ()  # absent from run.json files written before they existed
+    timing: dict[str, float] | None = None
 
 
 def _errors(forecast: np.ndarray, actual: np.ndarray) -> dict[str, float]:
@@ -92,10 +96,11 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
 
     Args:
         config: what to train; see ``TrainConfig``.
-        log: called with one progress line per epoch (None: silent).
+        log: called with one progress line per epoch and, at the end, one paragraph per warning about the result
+            (the model no better than persistence, with its likely causes; see ``diagnose``). None: silent.
 
     Returns:
-        A ``TrainResult``; the same figures are in ``run.json``.
+        A ``TrainResult``; the same figures, the diagnostics and the timing are in ``run.json``.
 
     Raises:
         BadInputError: the data cannot be used (unknown column, text or missing cells, too short) or the output
@@ -135,6 +140,8 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
     model = _compiled_model(config, len(config.features), horizon * len(config.targets))
 
     rng = np.random.default_rng(config.seed)
+    train_chunks = len(D.chunk_starts(len(train_x), window))
+    fit_started = time.perf_counter()
     history: list[dict[str, float]] = []
     best_loss, best_weights, best_epoch, waited = math.inf, model.get_weights(), 0, 0
     for epoch in range(1, config.epochs + 1):
@@ -159,9 +166,17 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
         if not math.isfinite(loss) or waited >= config.patience:
             break
     model.set_weights(best_weights)
+    fit_seconds = time.perf_counter() - fit_started
 
     test = evaluate(model, series, test_x, b, config, tscaler)
-    metrics = {"test": test, "best_val_loss": best_loss, "best_epoch": best_epoch, "epochs_run": len(history)}
+    metrics = {
+        "test": test,
+        "best_val_loss": best_loss,
+        "best_epoch": best_epoch,
+        "epochs_run": len(history),
+        "train_chunks": train_chunks,
+    }
+    diagnostics = diagnose(series, (a, b), config, metrics, history)
 
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / MODEL_FILE)
@@ -184,8 +199,14 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
     )
 
     run = _run_json(config, series, fscaler, tscaler, (a, b), metrics, tf.__version__, keras.__version__)
+    run["diagnostics"] = diagnostics
+    seconds = time.perf_counter() - started  # everything but writing run.json itself
+    run["timing"] = {"fit_seconds": round(fit_seconds, 3), "total_seconds": round(seconds, 3)}
     (out / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
-    return TrainResult(out, config, metrics, tuple(history), time.perf_counter() - started, model)
+    if log is not None:
+        for paragraph in diagnostics_text(diagnostics):
+            log(paragraph)
+    return TrainResult(out, config, metrics, tuple(history), seconds, fit_seconds, tuple(diagnostics), model)
 
 
 def _compiled_model(config: TrainConfig, features: int, outputs: int):
@@ -227,6 +248,153 @@ def evaluate(model, series: D.Series, test_x: np.ndarray, b: int, config: TrainC
         seasonal = np.stack([y[t + k + 1 - config.season] for k in range(horizon)], axis=1)
         result["seasonal_naive"] = _errors(seasonal, actual)
     return result
+
+
+# Thresholds of ``diagnose``.
+# Each training chunk is one example, and neighbouring chunks share window - 1 rows, so the data says less than the
+# count suggests. Under 50 chunks the default batch of 32 makes at most two gradient steps per epoch and early
+# stopping judges noise: too little for a recurrent model to learn more than the level of the series.
+FEW_CHUNKS = 50
+# A few test rows beyond the training range are ordinary noise; 5% is a sustained excursion, worth naming as a
+# cause when the model loses. At 20% the model extrapolates on a fifth of the test split: worth a warning even when
+# it wins, since its figures there are luck as much as skill.
+OUTSIDE_CAUSE = 0.05
+OUTSIDE_WARN = 0.20
+# The best validation loss within 5% of the first epoch's: the model learned next to nothing after its first pass.
+STALL_GAIN = 0.05
+
+
+def diagnose(
+    series: D.Series,
+    split: tuple[int, int],
+    config: TrainConfig,
+    metrics: dict[str, Any],
+    history: list[dict[str, float]],
+) -> list[dict[str, Any]]:
+    """Warnings about a trained model, with the figures behind them (stored in run.json under ``diagnostics``).
+
+    ``worse_than_persistence`` when the streaming test RMSE is not below persistence's, followed by the likely
+    causes measured: ``test_outside_train_range`` (test values outside the training split's range, in the units the
+    model sees: levels, or steps with ``difference``), ``few_training_chunks`` (fewer than ``FEW_CHUNKS``) and
+    ``validation_stalled`` (best epoch 1, or a best validation loss within ``STALL_GAIN`` of the first epoch's).
+    ``test_outside_train_range`` also comes alone when the model wins but more than ``OUTSIDE_WARN`` of a column's
+    test rows are outside.
+
+    Returns:
+        A list of dicts, each with ``code``, ``message`` and the measured figures; empty when all is well.
+    """
+    test = metrics["test"]
+    model_rmse, persistence_rmse = test["streaming"]["rmse"], test["persistence"]["rmse"]
+    worse = not model_rmse < persistence_rmse  # a NaN RMSE (diverged training) counts as worse
+    ratio = model_rmse / persistence_rmse if persistence_rmse > 0 else math.inf
+    found: list[dict[str, Any]] = []
+    if worse:
+        found.append({
+            "code": "worse_than_persistence",
+            "message": (
+                f"The model is no better than persistence on the test split: streaming RMSE {model_rmse:.4g} "
+                f"against {persistence_rmse:.4g} for repeating the last value, {ratio:.2f}x its error."
+            ),
+            "streaming_rmse": model_rmse,
+            "persistence_rmse": persistence_rmse,
+            "ratio": ratio,
+        })
+    outside = _outside_train_range(series, split, config.difference, OUTSIDE_CAUSE if worse else OUTSIDE_WARN)
+    if outside is not None:
+        found.append(outside)
+    if worse and metrics["train_chunks"] < FEW_CHUNKS:
+        chunks = metrics["train_chunks"]
+        found.append({
+            "code": "few_training_chunks",
+            "message": (
+                f"It was trained on only {chunks} chunks of {config.window} steps (fewer than {FEW_CHUNKS}), which "
+                "overlap: use more data, a smaller --window or a smaller --val-fraction/--test-fraction."
+            ),
+            "train_chunks": chunks,
+            "threshold": FEW_CHUNKS,
+        })
+    stalled = _validation_stall(history, metrics) if worse else None
+    if stalled is not None:
+        found.append(stalled)
+    return found
+
+
+def _outside_train_range(series, split, differenced, threshold) -> dict[str, Any] | None:
+    a, b = split
+    skip = 1 if differenced else 0  # a differenced stream's first row is a zero by construction, not data
+    columns: dict[str, dict[str, Any]] = {}
+    pairs = list(zip(series.target_names, series.targets.T)) + list(zip(series.feature_names, series.features.T))
+    for name, values in pairs:
+        if name in columns:
+            continue
+        train = D.stream_values(values[:a], differenced)[skip:]
+        test = D.stream_values(values[b:], differenced)[skip:]
+        low, high = float(train.min()), float(train.max())
+        columns[name] = {
+            "fraction_outside": float(np.mean((test < low) | (test > high))),
+            "train_range": [low, high],
+            "test_range": [float(test.min()), float(test.max())],
+        }
+    flagged = {name: c for name, c in columns.items() if c["fraction_outside"] > threshold}
+    if not flagged:
+        return None
+    values = "steps (differences)" if differenced else "values"
+    parts = ", ".join(
+        f"{name!r} {c['fraction_outside']:.0%} (test {c['test_range'][0]:.4g} to {c['test_range'][1]:.4g}, "
+        f"training {c['train_range'][0]:.4g} to {c['train_range'][1]:.4g})"
+        for name, c in sorted(flagged.items(), key=lambda item: -item[1]["fraction_outside"])
+    )
+    message = f"Test-split {values} outside the training split's range, share of test rows: {parts}. "
+    if differenced:
+        message += "The test split behaves unlike the training split; more, or more recent, training data may help."
+    else:
+        message += (
+            "The model is asked for levels it never saw; a trending series is usually better modelled by its "
+            "steps: train with --difference."
+        )
+    return {
+        "code": "test_outside_train_range",
+        "message": message,
+        "measured_on": "differences" if differenced else "levels",
+        "threshold": threshold,
+        "columns": columns,
+        "suggestion": None if differenced else "--difference",
+    }
+
+
+def _validation_stall(history, metrics) -> dict[str, Any] | None:
+    if len(history) < 2:  # one epoch: nothing to compare with
+        return None
+    first, best, best_epoch = history[0]["val_loss"], metrics["best_val_loss"], metrics["best_epoch"]
+    gain = (first - best) / first if first > 0 and math.isfinite(first) and math.isfinite(best) else 0.0
+    if best_epoch != 1 and gain >= STALL_GAIN:
+        return None
+    if best_epoch == 1:
+        what = f"Validation loss never improved after epoch 1 ({len(history)} epochs run; epoch 1's weights kept)"
+    else:
+        what = f"Validation loss improved only {gain:.1%} over epoch 1's ({first:.4g} to {best:.4g} at epoch {best_epoch})"
+    return {
+        "code": "validation_stalled",
+        "message": what + ": the model learned little that carries over to data it was not trained on.",
+        "first_val_loss": first,
+        "best_val_loss": best,
+        "best_epoch": best_epoch,
+        "epochs_run": len(history),
+        "gain": gain,
+    }
+
+
+def diagnostics_text(diagnostics: list[dict[str, Any]]) -> list[str]:
+    """The diagnostics as paragraphs for the terminal: one for a model worse than persistence (with its causes),
+    one for each other warning."""
+    if not diagnostics:
+        return []
+    if diagnostics[0]["code"] != "worse_than_persistence":
+        return [f"warning: {d['message']}" for d in diagnostics]
+    head, causes = diagnostics[0]["message"], [d["message"] for d in diagnostics[1:]]
+    if causes:
+        return [f"warning: {head} Likely causes: " + " ".join(causes)]
+    return [f"warning: {head} None of the measured causes applies (test range, training chunks, validation loss)."]
 
 
 def _write_history(path: Path, history: list[dict[str, float]]) -> None:
@@ -335,6 +503,8 @@ def load_run(run_dir: str | Path) -> tuple[RunInfo, D.Series]:
             metrics=raw["metrics"],
             versions=raw["versions"],
             raw=raw,
+            diagnostics=tuple(raw.get("diagnostics") or ()),
+            timing=raw.get("timing"),
         )
     except KeyError as exc:
         raise BadInputError(f"expected key {exc.args[0]!r} in {str(run_file)!r}, Received: it is missing") from None

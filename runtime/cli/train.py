@@ -61,14 +61,19 @@ def train(data, quiet, **options):
     given = {key: value for key, value in options.items() if value not in (None, ())}
     config = TrainConfig.co2(**given) if data is None else TrainConfig(data=data, **given)
     result = run_training(config, log=None if quiet else click.echo)
+    if quiet:  # the epoch lines are progress; a warning about the result is not
+        from statelite.train.trainer import diagnostics_text
+
+        for paragraph in diagnostics_text(list(result.diagnostics)):
+            click.echo(paragraph)
 
     m = result.metrics
     test = m["test"]
     names = ", ".join(config.targets)
     click.echo(
         f"trained {config.cell.value} {config.layers}x{config.units} on {config.source} ({names}, horizon "
-        f"{config.horizon}) in {result.seconds:.1f}s: {m['epochs_run']} epochs, best val loss "
-        f"{m['best_val_loss']:.4f} at epoch {m['best_epoch']}"
+        f"{config.horizon}) in {result.seconds:.1f}s (fit {result.fit_seconds:.1f}s): {m['epochs_run']} epochs, "
+        f"best val loss {m['best_val_loss']:.4f} at epoch {m['best_epoch']}"
     )
     rows = [("windowed", test["windowed"]), ("streaming", test["streaming"]), ("persistence", test["persistence"])]
     if test["seasonal_naive"] is not None:
