@@ -19,6 +19,7 @@ from .errors import (
 )
 from .metadata import ModelMetadata, read_metadata
 from .pool import StreamPool
+from .ranges import RangeKind, RangeReport
 from .runner import StatefulRunner
 
 __all__ = [
@@ -28,6 +29,8 @@ __all__ = [
     "InterpreterNotFoundError",
     "ModelFormatError",
     "ModelMetadata",
+    "RangeKind",
+    "RangeReport",
     "StateFileError",
     "StatefulRunner",
     "StreamPool",

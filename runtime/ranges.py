@@ -160,12 +160,14 @@ class RangeGuard:
         clip: ``(clip_min, clip_max)`` arrays used when ``input_range`` has none (an integer ``x`` the host
             quantizes).
         input_type: the integer type that clips, for messages.
+        basis: what the rows are when ``input_range`` is None: ``value`` or ``difference``.
     """
 
-    def __init__(self, input_range: InputRange | None, features, clip=None, input_type: str = "int8"):
+    def __init__(self, input_range: InputRange | None, features, clip=None, input_type: str = "int8",
+                 basis: str = "value"):
         self.features = tuple(features)
         n = len(self.features)
-        self.basis = input_range.basis if input_range is not None else "value"
+        self.basis = input_range.basis if input_range is not None else basis
         self.input_type = input_type
         inf = np.full(n, np.inf)
         if input_range is not None:
@@ -174,7 +176,8 @@ class RangeGuard:
                 if v is not None and len(v) != n:
                     raise ValueError(f"input_range.{name} must have {n} values (features {list(features)}); "
                                      f"received {len(v)}.")
-            self.train_lo, self.train_hi = np.asarray(input_range.train_min, float), np.asarray(input_range.train_max, float)
+            self.train_lo = np.asarray(input_range.train_min, float)
+            self.train_hi = np.asarray(input_range.train_max, float)
             self.has_train = True
             if input_range.clip_min is not None and input_range.clip_max is not None:
                 clip = (input_range.clip_min, input_range.clip_max)
@@ -197,7 +200,8 @@ class RangeGuard:
         clip = _quantization_clip(md)
         if md.input_range is None and clip is None:
             return None
-        return cls(md.input_range, md.features, clip, integer_input_type(md))
+        basis = "difference" if md.difference else "value"
+        return cls(md.input_range, md.features, clip, integer_input_type(md), basis)
 
     def reset_counts(self) -> None:
         """Zero every count and first step, so the callback fires again on the next out-of-range row."""
@@ -291,8 +295,8 @@ def summary_lines(report: RangeReport | None, input_type: str = "int8", where=No
         parts = []
         if c.outside_training:
             parts.append(
-                f"{c.outside_training} of {report.rows} {what} outside the training range "
-                f"[{_num(c.train_min)}, {_num(c.train_max)}] ({first(RangeKind.OUTSIDE_TRAINING, c.first_outside_step)})"
+                f"{c.outside_training} of {report.rows} {what} outside the training range [{_num(c.train_min)}, "
+                f"{_num(c.train_max)}] ({first(RangeKind.OUTSIDE_TRAINING, c.first_outside_step)})"
             )
         if c.clipped:
             parts.append(

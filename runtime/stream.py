@@ -127,10 +127,11 @@ class _Columns:
         missing = [f for f in features if f not in names]
         if missing:
             other = _other_delimiter(names, delimiter, lambda cells: all(f in cells for f in features))
-            hint = (
-                f" The header looks delimited by {_show(other)}, not {_show(delimiter)}: pass --delimiter {_show(other)}."
-                if other else " Pass --no-header if the input has no header row."
-            )
+            if other:
+                hint = f" The header looks delimited by {_show(other)}, not {_show(delimiter)}: pass --delimiter "
+                hint += f"{_show(other)}."
+            else:
+                hint = " Pass --no-header if the input has no header row."
             raise BadInputError(
                 f"{source}: the header lacks the model's feature columns {missing}; expected columns "
                 f"{list(features)}; received header {names}.{hint}"

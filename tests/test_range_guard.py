@@ -204,7 +204,9 @@ def test_guard_unit_multi_column_and_integer_clip():
     rep = guard.report()
     assert (rep.steps, rep.rows, rep.outside_training) == (3, 4, 3)
     assert [(c.outside_training, c.first_outside_step) for c in rep.columns] == [(1, 1), (2, 1)]
-    assert events == [("a", RangeKind.OUTSIDE_TRAINING, 1, 2.0, 0.0, 1.0), ("b", RangeKind.OUTSIDE_TRAINING, 1, 25.0, 10.0, 20.0)]
+    assert events == [
+        ("a", RangeKind.OUTSIDE_TRAINING, 1, 2.0, 0.0, 1.0), ("b", RangeKind.OUTSIDE_TRAINING, 1, 25.0, 10.0, 20.0)
+    ]
     combined = RangeReport.combine([rep, rep])
     assert (combined.rows, combined.outside_training, combined.columns[1].first_outside_step) == (8, 6, 1)
 
@@ -222,6 +224,7 @@ def test_integer_input_without_recorded_range_still_counts_clipping():
     rep = guard.report()
     assert (rep.clipped, rep.outside_training, rep.columns[0].first_clipped_step) == (1, 0, 2)
     assert rep.columns[0].train_min is None and rep.columns[0].clip_max == pytest.approx(hi)
+    assert rep.basis == "difference"
 
 
 # -- statelite run ---------------------------------------------------------------------------------------------------
@@ -313,8 +316,8 @@ def test_stream_key_warns_once_and_strict_range(tmp_path, source):
     assert runner.on_out_of_range is None, "the caller's callback is restored"
     runner = StreamPool(model) if "b8" in source else StatefulRunner(model)
     with pytest.raises(Exception, match=rf"input line {row}: .*--strict-range"):
-        run_stream(runner, io.StringIO(keyed_csv(xs)), io.StringIO(), StreamConfig(stream_key="sensor", strict_range=True),
-                   errors=io.StringIO())
+        config = StreamConfig(stream_key="sensor", strict_range=True)
+        run_stream(runner, io.StringIO(keyed_csv(xs)), io.StringIO(), config, errors=io.StringIO())
 
 
 # -- verify and bench ------------------------------------------------------------------------------------------------
@@ -366,3 +369,24 @@ def test_bench_json_carries_the_timed_range_report(tmp_path, source, streams):
     assert 0 < r["outside_training"] <= r["rows"] and 0 < r["clipped"] <= r["outside_training"]
     old = CliRunner().invoke(main, ["bench", str(MODELS / source), "--steps", "5", "--warmup", "0", "--json"])
     assert json.loads(old.stdout)["input_range"] is None
+
+
+@pytest.mark.tf
+def test_chunked_run_counts_as_single_steps(trained_runs, tmp_path):
+    pytest.importorskip("tensorflow")
+    from statelite.convert import ConvertConfig, convert
+
+    result = convert(trained_runs("gru", 1), tmp_path / "c.tflite", ConvertConfig(chunk=4), log=None)
+    xs = np.load(result.golden_path)["x"][:42]  # 10 chunks and 2 single steps
+    difference = result.metadata.difference
+    d = np.diff(xs, axis=0, prepend=xs[:1]) if difference else xs
+    lo, hi = np.quantile(d, 0.2, axis=0), np.quantile(d, 0.8, axis=0)
+    basis = "difference" if difference else "value"
+    model = with_input_range(result.path, tmp_path / "r.tflite", InputRange(basis, tuple(lo), tuple(hi)), False)
+    chunked, single = StatefulRunner(model), StatefulRunner(model)
+    chunked.run(xs)
+    single.run(xs, chunked=False)
+    assert chunked.range_report == single.range_report
+    outside = (d < lo) | (d > hi)
+    assert [c.outside_training for c in single.range_report.columns] == outside.sum(axis=0).tolist()
+    assert [c.first_outside_step for c in single.range_report.columns] == outside.argmax(axis=0).tolist()
