@@ -259,7 +259,7 @@ def summarize(runs: list[dict], modes: list[str]) -> list[dict]:
             "median_ratio": float(np.median([v for v, _ in ratios])) if ratios else None,
             "worst_ratio": worst[0] if worst else None,
             "worst_run": worst[1] if worst else None,
-            "chosen": _count([c.get("chosen_quant") for _, c in convs if c.get("chosen_quant")]) if mode == "auto" else None,
+            "chosen": _count([c["chosen_quant"] for _, c in convs if c.get("chosen_quant")]) if mode == "auto" else None,
         })
     return rows
 
@@ -313,7 +313,7 @@ def write_markdown(results: dict, path: Path) -> None:
         s = next(x for x in summary if x["mode"] == sized)
         L += [
             "",
-            (f"**int8-sized models** ({sized}{', the mode that picks a small model that passes' if sized == 'auto' else ''}): "
+            (f"**int8-sized models** ({sized}{', which picks a small mode that passes' if sized == 'auto' else ''}): "
              f"parity passed {s['parity_passed']}/{s['conversions']}, within 3% of the float model "
              f"{s['within_3pct']}/{s['conversions']}."),
         ]
@@ -385,7 +385,7 @@ def write_markdown(results: dict, path: Path) -> None:
         "",
         "## Parity details",
         "",
-        "Normalised errors against Keras (divided by the target's scale), forecast RMSE against the truth in raw units.",
+        "Normalised errors against Keras (divided by the target's scale); forecast RMSE against the truth, raw units.",
         "",
         "| series | cell | mode | bytes | max abs (norm) | RMSE (norm) | forecast RMSE Keras | forecast RMSE TFLite | ratio | parity | convert s |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -394,7 +394,8 @@ def write_markdown(results: dict, path: Path) -> None:
         for c in r["conversions"]:
             mode = c["mode"] + (f" -> {c['chosen_quant']}" if c["mode"] == "auto" and c.get("chosen_quant") else "")
             if "error" in c:
-                L.append(f"| {r['series']} | {r['cell']} | {mode} | | | | | | | error: {c['error']} | {c['seconds']:.1f} |")
+                blank = "| " * 6
+                L.append(f"| {r['series']} | {r['cell']} | {mode} {blank}| error: {c['error']} | {c['seconds']:.1f} |")
                 continue
             p = c["parity"]
             verdict = "pass" if c["passed"] else "FAIL: " + "; ".join(c["violations"])
@@ -411,7 +412,9 @@ def write_markdown(results: dict, path: Path) -> None:
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true",
                     help=f"{' and '.join(QUICK_SERIES)} (co2 truncated), gru, float32 and int8, 2 epochs, 8 units")
     ap.add_argument("--series", default=None, help="comma-separated series names (default: every available one)")

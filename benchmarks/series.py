@@ -87,15 +87,16 @@ class Series:
         return out
 
     def csv(self, cache: str | Path = DEFAULT_CACHE, max_rows: int | None = None) -> Path:
-        """Write the series to ``cache/<name>[_<max_rows>].csv`` (once; an existing file is reused) and return it.
+        """Write the series to ``cache/<name>[_<max_rows>].csv`` (once: a file with the same header is reused).
 
         Raises:
             ImportError: the package that ships the data is not installed.
         """
         cache = Path(cache)
         path = cache / (f"{self.name}_{max_rows}.csv" if max_rows else f"{self.name}.csv")
-        if path.exists():
-            return path
+        names = ([self.time_column] if self.time_column else []) + list(dict.fromkeys(self.features + self.targets))
+        if path.exists() and path.open().readline().strip() == ",".join(names):
+            return path  # written by an earlier run; another header means the catalogue changed: write it again
         why = self.unavailable()
         if why:
             raise ImportError(f"series {self.name!r}: {why}")
@@ -144,7 +145,8 @@ def _msft() -> Columns:
 
 
 def _months(first_year: int, n: int, first_month: int = 1) -> np.ndarray:
-    return np.array([f"{first_year + (first_month - 1 + i) // 12}-{(first_month - 1 + i) % 12 + 1:02d}" for i in range(n)])
+    months = first_month - 1 + np.arange(n)
+    return np.array([f"{first_year + m // 12}-{m % 12 + 1:02d}" for m in months])
 
 
 def _pmdarima(name: str, column: str, time: Callable[[int], np.ndarray]) -> Callable[[], Columns]:
