@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The README's two commands, on a fresh machine with only Python 3.10-3.13.
 
-    python3 dev.py quickstart   # .venv with statelite[train]; train, convert, verify and bench on the bundled data
+    python3 dev.py quickstart   # .venv, statelite[train,dev,bench]: train, convert, verify and bench the bundled data
     python3 dev.py test         # three environments (workstation, device-only, tflite-runtime 2.14): every test,
                                 # and verify on every reference model in the last two
 
@@ -48,7 +48,9 @@ def venv(path: Path, *requirements: str, stamp: str) -> Path:
 
 
 def workstation() -> Path:
-    python = venv(WORKSTATION, "-e", ".[train,dev]", stamp="workstation")
+    # bench: the accuracy benchmark's series (statsmodels, pmdarima) and bench_grid's ONNX column, so their quick runs
+    # are tested; it installs beside TensorFlow 2.21 without moving numpy or protobuf.
+    python = venv(WORKSTATION, "-e", ".[train,dev,bench]", stamp="workstation")
     return python
 
 
