@@ -372,7 +372,10 @@ def _validation_stall(history, metrics) -> dict[str, Any] | None:
     if best_epoch == 1:
         what = f"Validation loss never improved after epoch 1 ({len(history)} epochs run; epoch 1's weights kept)"
     else:
-        what = f"Validation loss improved only {gain:.1%} over epoch 1's ({first:.4g} to {best:.4g} at epoch {best_epoch})"
+        what = (
+            f"Validation loss improved only {gain:.1%} over epoch 1's ({first:.4g} to {best:.4g} at epoch "
+            f"{best_epoch})"
+        )
     return {
         "code": "validation_stalled",
         "message": what + ": the model learned little that carries over to data it was not trained on.",
