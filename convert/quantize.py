@@ -7,6 +7,8 @@ import warnings
 
 import numpy as np
 
+from statelite.quiet import filtered_stderr
+
 from .config import IO, ConvertConfig, Quant
 from .step_graph import X_NAME
 
@@ -73,7 +75,8 @@ def to_tflite(functions: dict, config: ConvertConfig, samples: list | None) -> b
         if config.io is IO.INT8:
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
-        with warnings.catch_warnings():
-            # Calibration creates a tf.lite.Interpreter, which warns about its own deprecation on every conversion.
+        with warnings.catch_warnings(), filtered_stderr():
+            # Calibration creates a tf.lite.Interpreter, which warns about its own deprecation on every conversion;
+            # the converter prints its option dump (fully_quantize: ...) from C++ to fd 2, filtered out here.
             warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
             return converter.convert()
