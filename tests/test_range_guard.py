@@ -166,8 +166,10 @@ def test_int8_model_counts_clipped_values(clipping):
     ]
 
 
-def test_old_model_has_no_guard():
-    runner = StatefulRunner(MODELS / "gru_float32.tflite")
+def test_old_model_has_no_guard(tmp_path):
+    # A float model converted before statelite recorded ranges: the reference model with input_range removed.
+    old = with_input_range(MODELS / "gru_float32.tflite", tmp_path / "old.tflite", None)
+    runner = StatefulRunner(old)
     assert read_metadata(runner.path).input_range is None
     runner.on_out_of_range = lambda *a: pytest.fail("no guard on a model without input_range")
     runner.run(golden_x("gru_float32.tflite") * 3)
@@ -216,7 +218,8 @@ def test_integer_input_without_recorded_range_still_counts_clipping():
     from statelite.metadata import Quantization
 
     md = read_metadata(MODELS / "gru_int8.tflite")
-    md = dataclasses.replace(md, x=dataclasses.replace(md.x, dtype="int8", quantization=Quantization(0.05, -3)))
+    md = dataclasses.replace(md, x=dataclasses.replace(md.x, dtype="int8", quantization=Quantization(0.05, -3)),
+                             input_range=None)
     guard = RangeGuard.for_model(md)
     lo = md.scaler.feature_offset[0] + md.scaler.feature_scale[0] * ((-128 + 3) * 0.05)
     hi = md.scaler.feature_offset[0] + md.scaler.feature_scale[0] * ((127 + 3) * 0.05)
@@ -261,9 +264,10 @@ def test_run_warns_once_per_column_and_kind_with_the_row_and_summarises(clipping
     assert len(result.stdout.splitlines()) == len(xs) + 1, "every row is still forecast"
 
 
-def test_run_old_model_says_nothing_about_ranges():
+def test_run_old_model_says_nothing_about_ranges(tmp_path):
     xs = golden_x("gru_float32.tflite") * 1.5  # far outside anything: no ranges recorded, nothing said
-    result = CliRunner().invoke(main, ["run", str(MODELS / "gru_float32.tflite")], input=co2_csv(xs))
+    old = with_input_range(MODELS / "gru_float32.tflite", tmp_path / "old.tflite", None)
+    result = CliRunner().invoke(main, ["run", str(old)], input=co2_csv(xs))
     assert result.exit_code == 0
     assert result.stderr.splitlines() == [f"statelite run: {len(xs)} rows forecast"]
 
@@ -350,9 +354,18 @@ def test_verify_batched_model_counts_the_golden_rows_once(tmp_path):
     assert (r["rows"], r["outside_training"]) == (len(d), expected_counts(d, -1.0, 1.2)[0])
 
 
-def test_verify_old_model_says_not_recorded():
-    result = CliRunner().invoke(main, ["verify", str(MODELS / "gru_float32.tflite"), "--json"])
+def test_verify_old_model_says_not_recorded(tmp_path):
+    old = with_input_range(MODELS / "gru_float32.tflite", tmp_path / "old.tflite", None)
+    result = CliRunner().invoke(main, ["verify", str(old), "--json"])
     assert json.loads(result.stdout)["input_range"] is None
+
+
+def test_reference_models_carry_their_ranges():
+    md = read_metadata(MODELS / "gru_int8.tflite")
+    r = md.input_range
+    assert r.basis == "difference" and r.clip_min is not None
+    assert r.clip_min[0] <= r.train_min[0] < r.train_max[0] <= r.clip_max[0]
+    assert read_metadata(MODELS / "gru_float32.tflite").input_range.clip_min is None
 
 
 @pytest.mark.parametrize("source, streams", [("gru_int8.tflite", None), ("gru_int8.tflite", 2),
@@ -367,8 +380,9 @@ def test_bench_json_carries_the_timed_range_report(tmp_path, source, streams):
     r = d["input_range"]
     assert r["steps"] == 30 * (streams or 1) and r["rows"] == 30 * d["streams"], "the timed steps only"
     assert 0 < r["outside_training"] <= r["rows"] and 0 < r["clipped"] <= r["outside_training"]
-    old = CliRunner().invoke(main, ["bench", str(MODELS / source), "--steps", "5", "--warmup", "0", "--json"])
-    assert json.loads(old.stdout)["input_range"] is None
+    old = with_input_range(MODELS / source, tmp_path / "old.tflite", None, golden=False)
+    result = CliRunner().invoke(main, ["bench", str(old), "--steps", "5", "--warmup", "0", "--json"])
+    assert json.loads(result.stdout)["input_range"] is None
 
 
 @pytest.mark.tf
