@@ -426,7 +426,8 @@ def parse_args(argv=None):
     ap.add_argument("--epochs", type=int, default=20, help="epoch cap per model (early stopping may end sooner)")
     ap.add_argument("--patience", type=int, default=4, help="early-stopping patience, epochs")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--calibration-steps", type=int, default=500, help="int8/int16x8 calibration steps")
+    ap.add_argument("--calibration-steps", type=int, default=None,
+                    help="cap on int8/int16x8 calibration steps (default: the converter's, the whole training split)")
     ap.add_argument("--cache", default=str(DEFAULT_CACHE), help="where the series' CSVs are written (reused)")
     ap.add_argument("--work", default=None, help="keep run folders and models here (default: a temporary folder)")
     args = ap.parse_args(argv)

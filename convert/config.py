@@ -17,6 +17,11 @@ class Quant(str, enum.Enum):
     AUTO = "auto"  # the smallest quantized file that holds its tolerance: int8 first, then int16x8, then dynamic
 
 
+# Calibrated range over training range, per mode. int8 has 256 levels: a 4x wider range would quadruple its step
+# (its error) everywhere, so it calibrates on the training range and the runtime's range guard reports clipping.
+# int16x8 has 65,536: 4x costs it nothing measurable and keeps test data up to 4x the training swing unclipped.
+DEFAULT_HEADROOM = {Quant.INT16X8: 4.0}
+
 # What ``--quant auto`` tries after int8, in order; the first mode is kept when it passes (integer-only, the fastest
 # on integer hardware), otherwise the smallest file among the others that pass.
 AUTO_CANDIDATES = (Quant.INT8, Quant.INT16X8, Quant.DYNAMIC)
@@ -45,6 +50,9 @@ class ConvertConfig:
         target: the interpreter the file must load on; ``tflite-runtime-2.14`` checks operator versions.
         calibration_steps: cap on the time steps of the training split that calibrate the integer modes (None: the
             whole training split, rolled through the float step so the states see the values of a real stream).
+        calibration_headroom: how much wider than the training split the integer modes' calibrated ranges are
+            (the training stream is also rolled stretched by this factor about each column's mid-range). None: the
+            mode's default, ``DEFAULT_HEADROOM`` (int16x8 has 256 times int8's resolution to spend on it).
         golden_steps: how many test-split steps the golden trace keeps.
         check_parity: raise ``CheckFailed`` when parity is outside the mode's tolerance.
     """
@@ -55,6 +63,7 @@ class ConvertConfig:
     chunk: int = 1
     target: Target = Target.LITERT
     calibration_steps: int | None = None
+    calibration_headroom: float | None = None
     golden_steps: int = 200
     check_parity: bool = True
 
@@ -78,8 +87,19 @@ class ConvertConfig:
             )
         if self.calibration_steps is not None and self.calibration_steps < 10:
             raise BadInputError(f"calibration_steps must be at least 10; received calibration_steps={self.calibration_steps}.")
+        if self.calibration_headroom is not None and not 1.0 <= self.calibration_headroom <= 100.0:
+            raise BadInputError(
+                f"calibration_headroom must be between 1 and 100; received calibration_headroom={self.calibration_headroom}."
+            )
         if self.golden_steps < 10:
             raise BadInputError(f"golden_steps must be at least 10; received golden_steps={self.golden_steps}.")
+
+    @property
+    def headroom(self) -> float:
+        """The calibration headroom in effect for ``quant``."""
+        if self.calibration_headroom is not None:
+            return self.calibration_headroom
+        return DEFAULT_HEADROOM.get(self.quant, 1.0)
 
     def to_dict(self) -> dict:
         return {k: (v.value if isinstance(v, enum.Enum) else v) for k, v in dataclasses.asdict(self).items()}

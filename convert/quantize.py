@@ -13,12 +13,27 @@ from .config import IO, ConvertConfig, Quant
 from .step_graph import X_NAME
 
 
-def calibration_samples(step_fn, state_shapes: dict[str, tuple], xs: np.ndarray, batch: int, steps: int) -> list[dict]:
+def calibration_samples(
+    step_fn, state_shapes: dict[str, tuple], xs: np.ndarray, batch: int, steps: int, headroom: float = 1.0
+) -> list[dict]:
     """Representative inputs keyed by input name: model-unit rows rolled through the float step function.
 
     The state inputs must see the values they take in a real stream, so the rows are fed in order and each step's
     state outputs become the next step's inputs. With ``batch > 1`` the batch rows start at different offsets.
+
+    With ``headroom > 1`` the same rows are rolled a second time stretched about each column's mid-range by that
+    factor, so that every tensor's calibrated range (input, states, activations, output) also covers a stream that
+    swings ``headroom`` times as wide as the training split: test data outside the training range is then not
+    clipped (airline passengers, a growing seasonal swing: test differences reach 1.9x the training range).
     """
+    samples = _rolled_samples(step_fn, state_shapes, xs, batch, steps)
+    if headroom > 1.0:
+        mid = (xs.min(axis=0) + xs.max(axis=0)) / 2
+        samples += _rolled_samples(step_fn, state_shapes, mid + headroom * (xs - mid), batch, steps)
+    return samples
+
+
+def _rolled_samples(step_fn, state_shapes: dict[str, tuple], xs: np.ndarray, batch: int, steps: int) -> list[dict]:
     import tensorflow as tf
 
     n = min(steps, len(xs))

@@ -142,3 +142,27 @@ def test_auto_skips_modes_the_target_cannot_load(trending_run, tmp_path):
         if t["quant"] == "dynamic":
             assert "FULLY_CONNECTED" in t["skipped"]
     assert result.metadata.quant in ("int8", "int16x8")
+
+
+@pytest.fixture(scope="module")
+def growing_swing_run(tmp_path_factory):
+    """A seasonal swing that grows, like airline passengers: the test split's forecasts leave the training range."""
+    tmp = tmp_path_factory.mktemp("swing")
+    rng = np.random.default_rng(2)
+    t = np.arange(600)
+    swing = (1 + t / 150) * np.sin(2 * np.pi * t / 12) + 0.05 * rng.normal(size=t.size)
+    csv = _write(tmp / "swing.csv", "step,v", [swing])
+    return _train(tmp, "run", csv, targets=("v",), window=24, horizon=1, epochs=8)
+
+
+def test_int16x8_headroom_keeps_forecasts_beyond_the_training_range(growing_swing_run, tmp_path):
+    """Regression: the calibrator fixes the forecast tensor's range to the training stream's, and stretching the
+    calibration stream does not widen it (the forecast is a linear map of a bounded state); without the widened
+    forecast range the int16x8 model clipped every forecast beyond the training range."""
+    narrow = convert(growing_swing_run, tmp_path / "h1.tflite",
+                     ConvertConfig(quant="int16x8", calibration_headroom=1, check_parity=False), log=None)
+    wide = convert(growing_swing_run, tmp_path / "h4.tflite", ConvertConfig(quant="int16x8", check_parity=False),
+                   log=None)
+    assert wide.metadata.calibration["headroom"] == 4.0 and narrow.metadata.calibration["headroom"] == 1
+    assert wide.parity["max_abs_norm"] < narrow.parity["max_abs_norm"] / 5, (narrow.parity, wide.parity)
+    assert wide.passed, wide.violations

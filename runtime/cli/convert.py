@@ -25,9 +25,12 @@ _QUANTS = ("float32", "float16", "dynamic", "int8", "int16x8", "auto")
               help="Interpreter the file must load on; tflite-runtime-2.14 checks operator versions.")
 @click.option("--calibration-steps", type=int, default=None, metavar="N",
               help="Calibrate int8/int16x8 on at most N steps of the training split [default: all of it].")
+@click.option("--calibration-headroom", type=float, default=None, metavar="K",
+              help="Calibrate int8/int16x8 ranges K times as wide as the training split's [default: int8 1, "
+                   "int16x8 4].")
 @click.option("--golden-steps", type=int, default=200, show_default=True, help="Test-split steps in the golden trace.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), metavar="MODEL.tflite", help="File to write.")
-def convert(model, quant, io, batch, chunk, target, calibration_steps, golden_steps, out):
+def convert(model, quant, io, batch, chunk, target, calibration_steps, calibration_headroom, golden_steps, out):
     """Convert a run folder (or a .keras model) to a one-step TFLite graph with named state.
 
     Prints the parity table of the .tflite against the Keras model over the whole test split (exit 1 when it is
@@ -38,7 +41,8 @@ def convert(model, quant, io, batch, chunk, target, calibration_steps, golden_st
     from statelite.convert import convert as run_convert
 
     config = ConvertConfig(quant=quant, io=io, batch=batch, chunk=chunk, target=target,
-                           calibration_steps=calibration_steps, golden_steps=golden_steps)
+                           calibration_steps=calibration_steps, calibration_headroom=calibration_headroom,
+                           golden_steps=golden_steps)
     run_convert(model, out, config, log=click.echo)
 
 
