@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 import statelite
-from statelite.errors import CheckFailed, IncompatibleModelError
+from statelite.errors import BadInputError, CheckFailed, IncompatibleModelError
 from statelite.metadata import InputRange, ModelMetadata, Quantization, StateSpec, TensorSpec
 from statelite.tflite_file import read_tflite
 from statelite.transform import Transform
@@ -264,10 +264,10 @@ def _convert_auto(source: Source, out: Path, config: ConvertConfig, log) -> Conv
     work.mkdir(parents=True, exist_ok=True)
     try:
         for quant in AUTO_CANDIDATES:
-            candidate = dataclasses.replace(config, quant=quant, check_parity=False)
             try:
+                candidate = dataclasses.replace(config, quant=quant, check_parity=False)
                 result = _convert_one(source, work / f"{quant.value}.tflite", candidate, log=None)
-            except IncompatibleModelError as exc:
+            except (BadInputError, IncompatibleModelError) as exc:  # an option or target that mode cannot serve
                 tried.append({"quant": quant.value, "skipped": str(exc)})
                 log(f"auto: {quant.value} skipped: {exc}")
                 continue
