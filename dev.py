@@ -63,7 +63,7 @@ def quickstart(args: list[str]) -> int:
 def test(args: list[str]) -> int:
     started = time.time()
     python = workstation()
-    device = venv(DEVICE, ".", "pytest>=8", stamp="device")
+    device = venv(DEVICE, ".", "pytest>=8", "hypothesis>=6.100", stamp="device")
     tfl214 = venv(TFL214, "numpy<2", "tflite-runtime==2.14.0", "flatbuffers", "click", "pytest>=8", stamp="tfl214")
     sh(tfl214, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", ".")
     env = {**ENV, "STATELITE_TFLITE214_PYTHON": str(tfl214)}
