@@ -25,7 +25,26 @@ MODELS = [
     ("lstm_int8", "lstm", "int8", "litert", 1),
     ("gru_float32_b8", "gru", "float32", "litert", 8),
     ("lstm_int8_b8", "lstm", "int8", "litert", 8),
+    ("gru2_int8", "gru2", "int8", "litert", 1),  # two features: the runtime's vectorised path
+    ("gru_float32_c8", "gru", "float32", "litert", 1, 8),  # a step_chunk signature of 8 steps
 ]
+
+
+def _two_feature_csv(path: Path) -> Path:
+    """The bundled CO2 series with a second feature, the season's phase (sine of the day of the year)."""
+    import numpy as np
+
+    from statelite.train import data as train_data
+
+    src = Path(train_data.__file__).with_name("data") / "co2.csv"
+    lines = src.read_text().splitlines()
+    out = ["date,co2,season"]
+    for line in lines[1:]:
+        date, value = line.split(",")
+        day = (np.datetime64(f"{date[:4]}-{date[4:6]}-{date[6:8]}") - np.datetime64(f"{date[:4]}-01-01")).astype(int)
+        out.append(f"{date},{value},{np.sin(2 * np.pi * day / 365.25):.6f}")
+    path.write_text("\n".join(out) + "\n")
+    return path
 
 
 def main() -> int:
@@ -37,15 +56,21 @@ def main() -> int:
         os.chdir(tmp)  # run.json records its folder; keep it the same on every machine
         for cell in sorted({m[1] for m in MODELS}):
             run_dir = Path(cell)
-            result = train(TrainConfig.co2(out=str(run_dir), cell=cell), log=None)
+            if cell == "gru2":
+                csv = _two_feature_csv(Path("co2_season.csv"))
+                config = TrainConfig.co2(out=str(run_dir), cell="gru", data=str(csv), features=("co2", "season"))
+            else:
+                config = TrainConfig.co2(out=str(run_dir), cell=cell)
+            result = train(config, log=None)
             test = result.metrics["test"]
             print(f"{cell}: windowed RMSE {test['windowed']['rmse']:.4f}, streaming {test['streaming']['rmse']:.4f}, "
                   f"persistence {test['persistence']['rmse']:.4f}")
             shutil.copy(run_dir / "run.json", HERE / f"{cell}.run.json")
             runs[cell] = run_dir
-        for name, cell, quant, target, batch in MODELS:
+        for name, cell, quant, target, batch, *chunk in MODELS:
             out = HERE / f"{name}.tflite"
-            convert(runs[cell], out, ConvertConfig(quant=quant, target=target, batch=batch), log=None)
+            config = ConvertConfig(quant=quant, target=target, batch=batch, chunk=chunk[0] if chunk else 1)
+            convert(runs[cell], out, config, log=None)
             golden = out.with_name(out.stem + ".golden.npz")
             print(f"{out.name}: {out.stat().st_size} bytes, {golden.name}: {golden.stat().st_size} bytes")
     return 0
