@@ -6,16 +6,7 @@ import dataclasses
 import enum
 
 from statelite.errors import BadInputError
-
-
-class Quant(str, enum.Enum):
-    FLOAT32 = "float32"
-    FLOAT16 = "float16"
-    DYNAMIC = "dynamic"
-    INT8 = "int8"
-    INT16X8 = "int16x8"
-    AUTO = "auto"  # the smallest quantized file that holds its tolerance: int8 first, then int16x8, then dynamic
-
+from statelite.options import IO, Quant, Target  # noqa: F401 (re-exported: the options of convert)
 
 # Calibrated range over training range, per mode. int8 has 256 levels: a 4x wider range would quadruple its step
 # (its error) everywhere, so it calibrates on the training range and the runtime's range guard reports clipping.
@@ -25,16 +16,6 @@ DEFAULT_HEADROOM = {Quant.INT16X8: 4.0}
 # What ``--quant auto`` tries after int8, in order; the first mode is kept when it passes (integer-only, the fastest
 # on integer hardware), otherwise the smallest file among the others that pass.
 AUTO_CANDIDATES = (Quant.INT8, Quant.INT16X8, Quant.DYNAMIC)
-
-
-class IO(str, enum.Enum):
-    FLOAT = "float"
-    INT8 = "int8"
-
-
-class Target(str, enum.Enum):
-    LITERT = "litert"
-    TFLITE_RUNTIME_2_14 = "tflite-runtime-2.14"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,32 +13,10 @@ import math
 from typing import Any
 
 from statelite.errors import BadInputError
+from statelite.options import Cell, Fill, ScalerKind  # noqa: F401 (re-exported: the options of train)
 
 BUNDLED_CO2 = "bundled:co2"
 MAX_LAYERS = 4
-
-
-class Cell(str, enum.Enum):
-    """The recurrent cell of every layer."""
-
-    GRU = "gru"
-    LSTM = "lstm"
-    SIMPLERNN = "simplernn"
-
-
-class ScalerKind(str, enum.Enum):
-    """``standard``: offset mean, scale std. ``minmax``: offset min, scale max - min (model units in [0, 1])."""
-
-    STANDARD = "standard"
-    MINMAX = "minmax"
-
-
-class Fill(str, enum.Enum):
-    """How missing cells are filled. ``none`` makes a missing cell an error."""
-
-    NONE = "none"
-    INTERPOLATE = "interpolate"
-    FFILL = "ffill"
 
 
 def _enum(kind: type[enum.Enum], name: str, value: Any) -> Any:

@@ -6,22 +6,22 @@ from pathlib import Path
 
 import click
 
+from ..options import IO, Quant, Target, choices
 from ._common import quiet_tensorflow
 
-_QUANTS = ("float32", "float16", "dynamic", "int8", "int16x8", "auto")
 
 
 @click.command()
 @click.argument("model", type=click.Path())
-@click.option("--quant", type=click.Choice(_QUANTS), default="float32", show_default=True,
+@click.option("--quant", type=click.Choice(choices(Quant)), default=Quant.FLOAT32.value, show_default=True,
               help="Quantization mode; auto keeps int8 when it holds its tolerance, else the smallest of int16x8 and "
                    "dynamic that does.")
-@click.option("--io", type=click.Choice(("float", "int8")), default="float", show_default=True,
+@click.option("--io", type=click.Choice(choices(IO)), default=IO.FLOAT.value, show_default=True,
               help="Input/output dtype; int8 (with --quant int8) for integer-only targets.")
 @click.option("--batch", type=int, default=1, show_default=True, help="Independent streams stepped per call.")
 @click.option("--chunk", type=int, default=1, show_default=True,
               help="Also write a signature taking K time steps per call (for replaying recorded data).")
-@click.option("--target", type=click.Choice(("litert", "tflite-runtime-2.14")), default="litert", show_default=True,
+@click.option("--target", type=click.Choice(choices(Target)), default=Target.LITERT.value, show_default=True,
               help="Interpreter the file must load on; tflite-runtime-2.14 checks operator versions.")
 @click.option("--calibration-steps", type=int, default=None, metavar="N",
               help="Calibrate int8/int16x8 on at most N steps of the training split [default: all of it].")

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import click
 
+from ..options import Cell, Fill, ScalerKind, choices
 from ._common import quiet_tensorflow
-
-_CELLS = ("gru", "lstm", "simplernn")
 
 
 def _split_columns(ctx, param, values):
@@ -25,15 +24,15 @@ def _split_columns(ctx, param, values):
     help="Model input columns (comma-separated or repeated). Default: the targets.",
 )
 @click.option("--time-column", metavar="COL", help="Timestamps, kept for plots and series.npz; not a model input.")
-@click.option("--cell", type=click.Choice(_CELLS), help="Recurrent cell.  [default: gru]")
+@click.option("--cell", type=click.Choice(choices(Cell)), help="Recurrent cell.  [default: gru]")
 @click.option("--units", type=int, help="Units per recurrent layer.  [default: 32]")
 @click.option("--layers", type=int, help="Stacked recurrent layers, 1-4.  [default: 1]")
 @click.option("--dropout", type=float, help="Dropout after each recurrent layer.  [default: 0]")
 @click.option("--window", type=int, help="Training chunk and windowed-evaluation length, in rows.  [default: 52]")
 @click.option("--horizon", type=int, help="Steps ahead forecast at every step.  [default: 4]")
 @click.option("--burn-in", type=int, help="Unsupervised warm-up steps at the start of each chunk.  [default: window/4]")
-@click.option("--scaler", type=click.Choice(("standard", "minmax")), help="Scaling to model units.  [default: standard]")
-@click.option("--fill", type=click.Choice(("interpolate", "ffill")), help="Fill missing cells.  [default: error on them]")
+@click.option("--scaler", type=click.Choice(choices(ScalerKind)), help="Scaling to model units.  [default: standard]")
+@click.option("--fill", type=click.Choice(choices(Fill, exclude=(Fill.NONE,))), help="Fill missing cells.  [default: error on them]")
 @click.option("--difference/--no-difference", default=None, help="Model steps (X_t - X_{t-1}) instead of levels.")
 @click.option("--season", type=int, metavar="P", help="Season length in rows, for the seasonal-naive baseline.")
 @click.option("--epochs", type=int, help="Most epochs; early stopping may end sooner.  [default: 40]")
