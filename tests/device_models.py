@@ -1,8 +1,9 @@
 """Small converted models for the device-side tests, and helpers to feed them CSV.
 
-The committed reference models in ``models/`` are used when present, so these tests need no TensorFlow. Otherwise
-tiny seeded models are built with TensorFlow once per session under pytest's temporary directory. A test that needs a
-model neither source can give is skipped with the reason.
+The committed reference models in ``models/`` serve the device kinds, so these tests need no TensorFlow; a missing
+one is an error (regenerate them with ``python models/regenerate.py``), never a silent fallback to another model.
+The few kinds no reference file serves (a dynamic-range model, a TFLite file without statelite metadata) are built
+with TensorFlow once per session, and skipped with the reason where TensorFlow is absent.
 
 Use the ``device_model`` fixture by importing it into a test module: ``from device_models import device_model``.
 """
@@ -10,7 +11,6 @@ Use the ``device_model`` fixture by importing it into a test module: ``from devi
 from __future__ import annotations
 
 import csv
-import dataclasses
 import importlib.util
 import os
 import struct
@@ -26,11 +26,8 @@ MODELS = ROOT / "models"
 
 # kind -> reference file in models/ that serves it.
 REFERENCE = {"gru": "gru_float32.tflite", "int8": "gru_int8.tflite", "lstm": "lstm_float32.tflite"}
-# kind -> (cell, layers, units, quant) built with TensorFlow when the reference file is missing.
+# kind -> (cell, layers, units, quant) built with TensorFlow: no reference file serves it.
 BUILT = {
-    "gru": ("GRU", 1, 8, "float32"),
-    "int8": ("GRU", 2, 8, "int8"),  # seeded untrained GRU1/LSTM1/LSTM2 int8 models miss the parity tolerance
-    "lstm": ("LSTM", 2, 8, "float32"),
     # 32 units: weights big enough for dynamic-range quantization, which gives FULLY_CONNECTED version 12.
     "dynamic_fc12": ("GRU", 1, 32, "dynamic"),
 }
@@ -77,8 +74,11 @@ class _Models:
 
     def _make(self, kind: str) -> Path:
         ref = REFERENCE.get(kind)
-        if ref and (MODELS / ref).exists() and (MODELS / ref).with_name(Path(ref).stem + ".golden.npz").exists():
-            return MODELS / ref
+        if ref:
+            path = MODELS / ref
+            if not (path.exists() and path.with_name(path.stem + ".golden.npz").exists()):
+                pytest.fail(f"reference model {ref} or its golden trace is missing; run python models/regenerate.py")
+            return path
         if kind in BUILT:
             self._need_tf(kind)
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -96,31 +96,13 @@ class _Models:
         raise KeyError(kind)
 
     def _differencing(self) -> Path:
-        """A differencing model with a time column (the shape of the CO2 models): the reference one if it is such,
-        else the built GRU's graph with its metadata rewritten (features co2,temp; target co2 over 3 steps)."""
+        """A differencing model with a time column: the reference GRU (the shape of the CO2 models)."""
         from statelite import read_metadata
-        from statelite.metadata import Scaler
 
         gru = self.get("gru")
         md = read_metadata(gru)
-        if md.difference and md.time_column:
-            return gru
-        self._need_tf("differencing")
-        from statelite.convert.embed import embed_metadata
-
-        md = dataclasses.replace(
-            md,
-            features=("co2", "temp"),
-            targets=("co2",),
-            horizon=3,
-            difference=True,
-            time_column="date",
-            scaler=Scaler("standard", (0.0, 0.0), (0.5, 2.0), (0.0,), (0.5,)),
-            parity=None,
-        )
-        out = self._dir() / "differencing.tflite"
-        out.write_bytes(embed_metadata(gru.read_bytes(), md.to_json()))
-        return out
+        assert md.difference and md.time_column, f"{gru} should difference and have a time column"
+        return gru
 
     def _plain(self) -> Path:
         """A valid TFLite model without statelite metadata, converted with plain tf.lite."""
