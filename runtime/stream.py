@@ -25,15 +25,15 @@ from __future__ import annotations
 import csv
 import dataclasses
 import itertools
-import math
 import os
+import re
 import sys
 from collections.abc import Callable
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 import numpy as np
 
-from .errors import BadInputError
+from .errors import BadInputError, StateliteError
 from .pool import StreamPool
 from .ranges import RangeKind, RangeReport, describe, integer_input_type, summary_lines
 from .runner import PREV_KEY, StatefulRunner
@@ -41,6 +41,32 @@ from .runner import PREV_KEY, StatefulRunner
 _REPORT_ALL = 100
 _REPORT_EVERY = 1000
 DELIMITERS = (",", ";", "\t")  # what the first line is searched for, in order of preference on a tie
+
+# A row of a few sensor readings is well under 1 KiB; a line longer than this is a broken writer or binary data. It is a
+# bad row, read in chunks up to its newline and dropped, never held whole: one such line costs at most this much
+# memory, whatever its length.
+MAX_LINE_BYTES = 64 * 1024
+_DRAIN_CHUNK = 64 * 1024
+# Stream keys are sensor ids. A longer key is a bad row: every key is held for the whole run (and in the state file).
+MAX_KEY_CHARS = 256
+# A batch-1 model under stream_key runs one StatefulRunner per stream, about 180 KiB each (measured on
+# models/gru_float32.tflite with ai-edge-litert 2.3: 178 KiB, of which the XNNPACK delegate is about 145 KiB).
+# 256 streams are about 45 MiB: room on a 512 MB Raspberry Pi Zero 2. More sensors: a model converted with --batch N
+# holds N streams in one interpreter, or raise max_streams (--max-streams).
+DEFAULT_MAX_STREAMS = 256
+# Streams refused once the cap is reached are remembered (to report each once) up to this many keys; beyond it
+# their rows are still skipped and counted, and reported at the usual rate.
+_MAX_REFUSED_KEYS = 10_000
+
+# A value is a plain decimal number: optional sign, ASCII digits, optional fraction, optional exponent. Python's
+# float() also takes '1_000', non-ASCII digits ('١٢٣') and surrounding Unicode spaces; a reading like that is a
+# garbled line, not a number.
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_NONFINITE_WORD = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
+# Control characters other than tab: NUL and the rest mean binary data; a carriage return is only allowed as the
+# second-last byte of a line (a CRLF line end), so a bare CR inside a line makes it a bad row.
+_CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +88,9 @@ class StreamConfig:
             input), before it is stepped, instead of warning once and counting.
         delimiter: the input's field delimiter, one character (None: the most frequent of comma, semicolon and tab
             on the first line, comma on a tie or when there is none).
+        max_streams: with ``stream_key``, the most streams held at once; a new stream beyond it is refused like one
+            that does not fit a full pool. None: ``DEFAULT_MAX_STREAMS`` for a batch-1 model (one runner, about 180
+            KiB, per stream), the pool's lanes for a batched one (the smaller of the two when given).
     """
 
     state_path: str | None = None
@@ -72,6 +101,7 @@ class StreamConfig:
     stream_key: str | None = None
     strict_range: bool = False
     delimiter: str | None = None
+    max_streams: int | None = None
 
     def __post_init__(self):
         if self.save_every < 1:
@@ -90,6 +120,8 @@ class StreamConfig:
                 f"delimiter must be one character other than a quote or a line break (a tab: '\\t' or 'tab'); "
                 f"received delimiter={self.delimiter!r}."
             )
+        if self.max_streams is not None and self.max_streams < 1:
+            raise BadInputError(f"max_streams must be at least 1 (or None); received max_streams={self.max_streams}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +139,8 @@ class StreamResult:
     refused_streams: int = 0  # streams that did not fit
     # Rows outside the training range or clipped, every stream together (None: the model records no ranges).
     range_report: RangeReport | None = None
+    capacity: int | None = None  # the most streams held at once with stream_key (pool lanes or max_streams)
+    not_saved: bool = False  # a state was not finite at a save, so it was not written (the file keeps the last one)
 
 
 class _Columns:
@@ -165,20 +199,40 @@ class _Columns:
             key = fields[self.key_index].strip()
             if not key:
                 raise ValueError(f"column {self.key_name!r} (the stream key) is empty")
+            if len(key) > MAX_KEY_CHARS:
+                raise ValueError(
+                    f"column {self.key_name!r} (the stream key) is {len(key)} characters long; at most "
+                    f"{MAX_KEY_CHARS}"
+                )
         values = []
         for name, i in zip(self.feature_names, self.feature_index):
-            text = fields[i].strip()
-            if not text:
-                raise ValueError(f"column {name!r} is empty")
-            try:
-                v = float(text)
-            except ValueError:
-                raise ValueError(f"column {name!r} is {text[:40]!r}, not a number") from None
-            if not math.isfinite(v):
-                raise ValueError(f"column {name!r} is {text!r}; every value must be finite")
-            values.append(v)
+            values.append(parse_number(fields[i], name))
         time = fields[self.time_index] if self.time_index is not None else None
         return np.asarray(values, dtype=np.float64), time, key
+
+
+def parse_number(cell: str, column: str = "value") -> float:
+    """One input value: a plain decimal number (optional sign, ASCII digits, optional fraction and exponent), with
+    spaces and tabs around it ignored.
+
+    Raises:
+        ValueError: anything else, saying what was received: empty, not a number ('1_000', '0x10', non-ASCII
+            digits), or not finite ('nan', 'inf', or beyond float64 like '1e400'). Whether a finite value fits the
+            model is the runner's decision.
+    """
+    text = cell.strip(" \t")
+    if _NUMBER.fullmatch(text):
+        v = float(text)
+        if v - v == 0.0:  # finite; inf - inf is NaN
+            return v
+        raise ValueError(f"column {column!r} is {text[:40]!r}, beyond the float64 range; every value must be finite")
+    if not text:
+        raise ValueError(f"column {column!r} is empty")
+    if _NONFINITE_WORD.fullmatch(text):
+        raise ValueError(f"column {column!r} is {text!r}; every value must be finite")
+    # Digits in a form float() may take but a reading should not have: say what is expected.
+    hint = " (only plain decimal digits: 361.5, -2, 1.2e-3)" if any(c.isdigit() for c in text) else ""
+    raise ValueError(f"column {column!r} is {text[:40]!r}, not a number{hint}")
 
 
 def _show(delimiter: str) -> str:
@@ -208,13 +262,88 @@ def detect_delimiter(line: str) -> str:
     return best if counts[best] else ","
 
 
-def _lines(source: TextIO):
+def _control(found, position: int) -> str:
+    code = found if isinstance(found, int) else ord(found)
+    if code == 0x0D:
+        return f"the line holds a carriage return (\\r) at byte {position} before the line's end (lines end with \\n or \\r\\n)"
+    return f"the line holds the control byte 0x{code:02x} at byte {position} (binary data?)"
+
+
+def read_lines(source: BinaryIO | TextIO, limit: int = MAX_LINE_BYTES):
+    """The lines of ``source`` as they arrive: ``(line number, text, None)`` for a readable line (its line end
+    removed), ``(line number, None, problem)`` for one that is not.
+
+    A line ends at ``\\n``; a ``\\r`` before it is dropped (CRLF files), so line numbers are those of ``wc -l``,
+    ``sed -n Np`` and ``grep -n``. A line is unreadable when it is longer than ``limit`` bytes (line end included;
+    it is read in chunks and dropped, never held whole), holds a control character other than tab (NUL and binary
+    data, or a ``\\r`` that does not end the line), or is not UTF-8. A UTF-8 byte-order mark before line 1 is
+    dropped. A text stream is taken as it reads (Python's universal newlines may already have turned a bare
+    ``\\r`` into a line end); the limit then counts characters.
+    """
     # readline, not iteration over a file: each row is handled as soon as its line arrives.
-    while True:
-        line = source.readline()
-        if not line:
-            return
-        yield line
+    readline = source.readline
+    raw = readline(limit + 1)
+    binary = isinstance(raw, (bytes, bytearray))
+    nl, cr, bom = (b"\n", b"\r", b"\xef\xbb\xbf") if binary else ("\n", "\r", "\ufeff")
+    control = _CONTROL_BYTES if binary else _CONTROL_CHARS
+    number = 0
+    while raw:
+        number += 1
+        if len(raw) > limit:
+            size = len(raw)
+            while not raw.endswith(nl):
+                raw = readline(_DRAIN_CHUNK)
+                if not raw:
+                    break
+                size += len(raw)
+            yield number, None, f"the line is {size} bytes long, more than the {limit} a line may have; not read"
+        else:
+            if raw.endswith(nl):
+                raw = raw[:-1]
+                if raw.endswith(cr):
+                    raw = raw[:-1]
+            if number == 1 and raw.startswith(bom):
+                raw = raw[len(bom):]
+            found = control.search(raw)
+            if found is not None:
+                yield number, None, _control(found.group()[0], found.start() + 1)
+            elif binary:
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    yield number, None, f"the line is not UTF-8 text (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1})"
+                else:
+                    yield number, text, None
+            else:
+                yield number, raw, None
+        raw = readline(limit + 1)
+
+
+def _splitter(delimiter: str) -> Callable[[str], list[str]]:
+    """Split one line into cells. Each line is one record: a quote opened on a line must close on it, so a broken
+    quote spoils its own line only, never the rows after it."""
+
+    def split(text: str) -> list[str]:
+        if '"' not in text:
+            return text.split(delimiter)  # what csv gives for a line without quotes (no line breaks are left)
+        try:
+            return next(csv.reader((text,), delimiter=delimiter, strict=True))
+        except csv.Error as exc:
+            raise ValueError(
+                f"not readable as CSV ({exc}; a quoted value must open and close on its own line)"
+            ) from None
+
+    return split
+
+
+def _nonfinite(state: dict) -> str | None:
+    """The name of the first state array that is not finite (None: all are). ``x_prev`` is NaN before a
+    differencing model's first step, so only an infinity counts there."""
+    for name, value in state.items():
+        v = np.asarray(value)
+        if not (np.isfinite(v).all() if name != PREV_KEY else not np.isinf(v).any()):
+            return name
+    return None
 
 
 def _format(v: float) -> str:
@@ -233,6 +362,7 @@ class _OneStream:
     """The single-stream case: one runner, one state, the single-stream state file."""
 
     capacity = None
+    limit = None
 
     def __init__(self, runner: StatefulRunner):
         self.runner = runner
@@ -263,13 +393,17 @@ class _OneStream:
     def save(self, path) -> None:
         self.runner.save_state(path)
 
+    def nonfinite(self) -> str | None:
+        return _nonfinite(self.runner.state)
+
 
 class _RunnerStreams:
-    """Many streams on a batch-1 model: one ``StatefulRunner`` (one interpreter) per key. Fine for a few streams."""
+    """Many streams on a batch-1 model: one ``StatefulRunner`` (one interpreter) per key, at most ``capacity``."""
 
-    capacity = None
+    limit = "max_streams"  # what caps the streams, for messages
 
-    def __init__(self, runner: StatefulRunner, new_runner: Callable[[], StatefulRunner] | None):
+    def __init__(self, runner: StatefulRunner, new_runner: Callable[[], StatefulRunner] | None, capacity: int):
+        self.capacity = capacity
         self._spare: StatefulRunner | None = runner  # the caller's runner serves the first stream
         self._new = new_runner or (
             lambda: StatefulRunner(runner.path, backend=runner.backend, allow_nonfinite=runner.allow_nonfinite)
@@ -312,7 +446,9 @@ class _RunnerStreams:
     def load(self, path) -> None:
         from .state_file import load_pool_state
 
-        for key, state in load_pool_state(path, self.sha256, self.shapes).items():
+        states = load_pool_state(path, self.sha256, self.shapes)
+        _check_room(path, len(states), self.capacity, self.limit)
+        for key, state in states.items():
             self.add(key)
             self.runners[key].state = state
 
@@ -321,13 +457,38 @@ class _RunnerStreams:
 
         save_pool_state(path, {k: r.state for k, r in self.runners.items()}, self.sha256)
 
+    def nonfinite(self) -> str | None:
+        for key, r in self.runners.items():
+            name = _nonfinite(r.state)
+            if name is not None:
+                return f"{name} of stream {key!r}"
+        return None
+
+
+def _check_room(path, count: int, capacity: int, limit: str) -> None:
+    if count > capacity:
+        if limit == "max_streams":
+            raise BadInputError(
+                f"{path} holds {count} streams, more than max_streams allows ({capacity}); pass --max-streams "
+                f"{count} or more (about 180 KiB each with a batch-1 model), or another --state file."
+            )
+        from .errors import StateFileError
+
+        raise StateFileError(
+            f"{path} holds {count} streams; this model's pool holds at most {capacity} (its batch). "
+            f"Use the model it was saved with, or pass another --state file."
+        )
+
 
 class _PoolStreams:
     """Many streams on a batched model: one lane of a ``StreamPool`` each."""
 
-    def __init__(self, pool: StreamPool):
+    def __init__(self, pool: StreamPool, max_streams: int | None):
         self.pool = pool
         self.capacity = pool.capacity
+        self.limit = "batch"  # what caps the streams, for messages
+        if max_streams is not None and max_streams < pool.capacity:
+            self.capacity, self.limit = max_streams, "max_streams"
         self.sha256 = pool.model_sha256
         self.shapes = _stream_shapes(pool.metadata)
 
@@ -354,15 +515,10 @@ class _PoolStreams:
         self.pool.reset(key)
 
     def load(self, path) -> None:
-        from .errors import StateFileError
         from .state_file import load_pool_state
 
         states = load_pool_state(path, self.sha256, self.shapes)
-        if len(states) > self.capacity:
-            raise StateFileError(
-                f"{path} holds {len(states)} streams; this model's pool holds at most {self.capacity} (its batch). "
-                f"Use the model it was saved with, or pass another --state file."
-            )
+        _check_room(path, len(states), self.capacity, self.limit)
         # Keys are added in the saved order, so each stream gets the lane it had.
         for key, state in states.items():
             self.pool.add(key)
@@ -373,10 +529,21 @@ class _PoolStreams:
 
         save_pool_state(path, {k: self.pool.state(k) for k in self.pool.keys}, self.sha256)
 
+    def nonfinite(self) -> str | None:
+        for key in self.pool.keys:
+            name = _nonfinite(self.pool.state(key))
+            if name is not None:
+                return f"{name} of stream {key!r}"
+        return None
+
+
+class _RangeStop(BadInputError):
+    """``strict_range`` stopping the run from inside a step: not a bad row to skip."""
+
 
 def run_stream(
     runner: StatefulRunner | StreamPool,
-    source: TextIO,
+    source: BinaryIO | TextIO,
     sink: TextIO,
     config: StreamConfig = StreamConfig(),
     errors: TextIO | None = None,
@@ -385,12 +552,18 @@ def run_stream(
 ) -> StreamResult:
     """Forecast every row of a CSV stream and write one CSV line per row, flushing each.
 
+    Each line is one record, read as it arrives (``read_lines``): a line that is too long, binary, not UTF-8, not
+    readable as CSV on its own (an unclosed quote), or whose values are not plain decimal numbers is a bad row, as is
+    a row the runner refuses (``BadInputError`` from its step, which leaves the state as it was). A bad row is
+    reported with its line number and skipped, or with ``strict`` stops the run.
+
     Args:
         runner: the model. A ``StatefulRunner`` of a batch-1 model runs one stream, or with ``config.stream_key`` one
             stream per key (this runner serves the first key, ``new_runner`` makes the others). A ``StreamPool``
             runs one stream per key in its lanes (needs ``config.stream_key``). The state is loaded from, and saved
             to, ``config.state_path``: one stream's state, or with ``stream_key`` every stream's, with its key.
-        source: a text stream of CSV lines (a file, or ``sys.stdin``).
+        source: the CSV lines: a binary stream (``sys.stdin.buffer``, a file opened ``"rb"``; decoded as UTF-8 line
+            by line) or a text stream.
         sink: where the output CSV goes.
         config: the stream options.
         errors: where bad-row messages go (default ``sys.stderr``).
@@ -400,16 +573,21 @@ def run_stream(
 
     Returns:
         A ``StreamResult``. Ctrl-C and a closed output end the stream normally (state saved) and are reported there.
-        When a pool is full, a new stream's rows are skipped and reported (counted in ``refused``). Its
-        ``range_report`` counts this call's rows outside the training range or clipped (the runners' range counts
-        are reset at the start, and their ``on_out_of_range`` is set during the call and restored after it).
+        When the pool is full (or ``max_streams`` streams run), a new stream's rows are skipped and reported
+        (counted in ``refused``). Its ``range_report`` counts this call's rows outside the training range or clipped
+        (the runners' range counts are reset at the start, and their ``on_out_of_range`` is set during the call and
+        restored after it). A state that is not finite is never saved (``not_saved``; reported on ``errors``).
 
     Raises:
-        BadInputError: the header lacks a feature or key column, a batched runner or a pool without
-            ``stream_key``, or (with ``strict``) a bad row or a stream that does not fit the full pool, or (with
-            ``strict_range``) a row outside the training range or clipped; the state is saved as it was before it.
+        BadInputError: the header is unreadable or lacks a feature or key column, a batched runner or a pool without
+            ``stream_key``, the state file holds more streams than fit, or (with ``strict``) a bad row or a stream
+            that does not fit, or (with ``strict_range``) a row outside the training range or clipped; the state is
+            saved as it was before it.
         StateFileError: the state file is corrupt, belongs to another model, or holds one stream where many are
-            expected (or the reverse); it is never overwritten then.
+            expected (or the reverse); it is never overwritten then. Or it cannot be written.
+        StateliteError: anything else that stops the run (an output that cannot be written, an interpreter
+            failure), naming the input line; the original exception is its ``__cause__``. The state is saved
+            first when it is finite.
     """
     errors = errors if errors is not None else sys.stderr
     keyed = config.stream_key is not None
@@ -419,15 +597,18 @@ def run_stream(
                 "a StreamPool runs many streams: set stream_key (--stream-key COL) to the column that names each "
                 "row's stream; received stream_key=None."
             )
-        streams = _PoolStreams(runner)
+        streams = _PoolStreams(runner, config.max_streams)
     elif runner.batch != 1:
         raise BadInputError(
             f"statelite run streams one series per batch-1 model; this model was converted with batch "
             f"{runner.batch}. Pass --stream-key COL to run one stream per lane (stream_key with a StreamPool), or "
             f"convert it with --batch 1."
         )
+    elif keyed:
+        cap = config.max_streams if config.max_streams is not None else DEFAULT_MAX_STREAMS
+        streams = _RunnerStreams(runner, new_runner, cap)
     else:
-        streams = _RunnerStreams(runner, new_runner) if keyed else _OneStream(runner)
+        streams = _OneStream(runner)
     md = runner.metadata
     resumed = False
     if config.state_path is not None and os.path.exists(config.state_path):
@@ -438,7 +619,8 @@ def run_stream(
     line, key = 0, None
     since_reset: dict = {}
     refused_keys: set = set()
-    interrupted = output_closed = False
+    refused_streams = 0
+    interrupted = output_closed = not_saved = False
     horizon_names = [f"{t}_t+{h}" for t in md.targets for h in range(1, md.horizon + 1)]
     key_head = [config.stream_key] if keyed else []
     columns: _Columns | None = None
@@ -456,7 +638,7 @@ def run_stream(
         # Called by the runner before the row reaches the interpreter: raising refuses the row, state untouched.
         text = describe(basis, column, kind, value, lo, hi, input_type)
         if config.strict_range:
-            raise BadInputError(
+            raise _RangeStop(
                 f"{source_name} line {line}: {text} (--strict-range stops at the first out-of-range row; the state "
                 f"is kept from before it)."
             )
@@ -471,11 +653,24 @@ def run_stream(
     streams.guard(out_of_range)
 
     def save() -> None:
-        nonlocal saves, unsaved
-        if config.state_path is not None and unsaved:
-            streams.save(config.state_path)
-            saves += 1
-            unsaved = 0
+        nonlocal saves, unsaved, not_saved
+        if config.state_path is None or not unsaved:
+            return
+        # The runner refuses a step that would leave a non-finite state; this guard keeps a poisoned state (should
+        # one ever get through) out of the file, which then keeps the last finite state.
+        poisoned = streams.nonfinite()
+        if poisoned is not None:
+            if not not_saved:
+                errors.write(
+                    f"statelite: after {source_name} line {line} the state {poisoned} is not finite (NaN or inf); "
+                    f"it is not saved: {config.state_path} keeps the last finite state.\n"
+                )
+                errors.flush()
+            not_saved = True
+            return
+        streams.save(config.state_path)
+        saves += 1
+        unsaved = 0
 
     def report(message: str, count: int) -> None:
         # A broken sensor must not flood the log: every case up to 100, then every 1000th.
@@ -485,79 +680,107 @@ def run_stream(
                 errors.write(f"{source_name}: from now on only every {_REPORT_EVERY}th such case is reported.\n")
             errors.flush()
 
+    def bad_row(problem: str) -> None:
+        nonlocal skipped
+        message = f"{source_name} line {line}: {problem.rstrip('.')}"
+        if config.strict:
+            raise BadInputError(message + " (--strict stops at the first bad row).")
+        skipped += 1
+        report(f"{message}; row skipped, state unchanged ({skipped} so far).", skipped)
+
+    def refuse(key) -> None:
+        nonlocal refused, refused_streams
+        refused += 1
+        if key in refused_keys:
+            return
+        if streams.limit == "batch":
+            message = (
+                f"{source_name} line {line}: stream {key!r} does not fit: the pool is full with {streams.capacity} "
+                f"streams (the model's batch)"
+            )
+            fix, strict_fix = "convert with a larger --batch to run it", "Convert the model with a larger --batch"
+        else:
+            message = (
+                f"{source_name} line {line}: stream {key!r} does not fit: {streams.capacity} streams are running, "
+                f"as many as --max-streams allows"
+            )
+            fix = "raise --max-streams, or use a model converted with --batch, to run it"
+            strict_fix = "Raise --max-streams (each stream of a batch-1 model holds its own interpreter)"
+        if config.strict:
+            raise BadInputError(
+                f"{message}. {strict_fix}, or split the input by stream (--strict stops at the first stream that does "
+                f"not fit)."
+            )
+        refused_streams += 1
+        if len(refused_keys) < _MAX_REFUSED_KEYS:
+            refused_keys.add(key)
+        report(f"{message}; its rows are skipped ({fix}).", refused_streams)
+
     try:
-        lines = _lines(source)
+        lines = read_lines(source)
         delimiter = config.delimiter
         if delimiter is None:
             head = []  # up to the first non-blank line, which names the delimiter; then read again from the start
-            for text in lines:
-                head.append(text)
-                if text.strip():
+            for item in lines:
+                head.append(item)
+                if item[1] is None or item[1].strip():
                     break
-            delimiter = detect_delimiter(head[-1]) if head else ","
+            text = head[-1][1] if head else None
+            delimiter = detect_delimiter(text) if text else ","
             lines = itertools.chain(head, lines)
-        reader = csv.reader(lines, delimiter=delimiter)
+        split = _splitter(delimiter)
         if not config.header:
             columns = _Columns(md.features, None, None, source_name, delimiter=delimiter)
             write_header([])
         seen = False
-        try:
-            for fields in reader:
-                line = reader.line_num
-                if not fields or (len(fields) == 1 and not fields[0].strip()):
-                    continue  # blank line
-                seen = True
-                if columns is None:
-                    columns = _Columns(md.features, md.time_column, fields, source_name, config.stream_key, delimiter)
-                    write_header([md.time_column] if columns.time_index is not None else [])
-                    continue
+        for line, text, problem in lines:
+            if problem is None and not text.strip():
+                continue  # blank line
+            seen = True
+            if columns is None:
+                if problem is None:
+                    try:
+                        names = split(text)
+                    except ValueError as exc:
+                        problem = str(exc)
+                if problem is not None:
+                    raise BadInputError(f"{source_name} line {line} (the header): {problem}.")
+                columns = _Columns(md.features, md.time_column, names, source_name, config.stream_key, delimiter)
+                write_header([md.time_column] if columns.time_index is not None else [])
+                continue
+            if problem is None:
                 try:
-                    x, time, key = columns.parse(fields)
+                    x, time, key = columns.parse(split(text))
                 except ValueError as exc:
-                    message = f"{source_name} line {line}: {exc}"
-                    if config.strict:
-                        raise BadInputError(message + " (--strict stops at the first bad row).") from None
-                    skipped += 1
-                    report(f"{message}; row skipped, state unchanged ({skipped} so far).", skipped)
+                    problem = str(exc)
+            if problem is not None:
+                bad_row(problem)
+                continue
+            if key not in streams:
+                if streams.capacity is not None and len(streams) >= streams.capacity:
+                    refuse(key)
                     continue
-                if key not in streams:
-                    if key in refused_keys:
-                        refused += 1
-                        continue
-                    if streams.capacity is not None and len(streams) >= streams.capacity:
-                        message = (
-                            f"{source_name} line {line}: stream {key!r} does not fit: the pool is full with "
-                            f"{streams.capacity} streams (the model's batch)"
-                        )
-                        if config.strict:
-                            raise BadInputError(
-                                message + ". Convert the model with a larger --batch, or split the input by stream "
-                                "(--strict stops at the first stream that does not fit)."
-                            )
-                        refused += 1
-                        refused_keys.add(key)
-                        report(
-                            message + "; its rows are skipped (convert with a larger --batch to run it).",
-                            len(refused_keys),
-                        )
-                        continue
-                    streams.add(key)
-                if config.reset_every is not None and since_reset.get(key, 0) == config.reset_every:
-                    streams.reset(key)
-                    since_reset[key] = 0
+                streams.add(key)
+            if config.reset_every is not None and since_reset.get(key, 0) == config.reset_every:
+                streams.reset(key)
+                since_reset[key] = 0
+            try:
                 y = streams.step(key, x)
-                rows += 1
-                since_reset[key] = since_reset.get(key, 0) + 1
-                unsaved += 1
-                # Transposed so each target's horizon is contiguous, as the header names them.
-                out = [_format(v) for v in np.asarray(y).T.reshape(-1)]
-                lead = ([time] if time is not None else []) + [str(line)] + ([key] if keyed else [])
-                writer.writerow(lead + out)
-                sink.flush()
-                if rows % config.save_every == 0:
-                    save()
-        except csv.Error as exc:
-            raise BadInputError(f"{source_name} line {reader.line_num}: not readable as CSV ({exc}).") from None
+            except _RangeStop:
+                raise
+            except BadInputError as exc:  # the runner refused the row (the state is as it was before it)
+                bad_row(str(exc))
+                continue
+            rows += 1
+            since_reset[key] = since_reset.get(key, 0) + 1
+            unsaved += 1
+            # Transposed so each target's horizon is contiguous, as the header names them.
+            out = [_format(v) for v in np.asarray(y).T.reshape(-1)]
+            lead = ([time] if time is not None else []) + [str(line)] + ([key] if keyed else [])
+            writer.writerow(lead + out)
+            sink.flush()
+            if rows % config.save_every == 0:
+                save()
         if not seen:
             if columns is None:
                 write_header([])  # still a valid, empty output table
@@ -567,6 +790,12 @@ def run_stream(
         interrupted = True
     except BrokenPipeError:
         output_closed = True
+    except StateliteError:
+        raise
+    except Exception as exc:  # never a traceback on a device: one line naming where the run stopped
+        raise StateliteError(
+            f"{source_name} line {line}: the run stopped on an unexpected error: {type(exc).__name__}: {exc}"
+        ) from exc
     finally:
         save()
         for r, callback in previous_callbacks:
@@ -578,6 +807,6 @@ def run_stream(
     if summary:
         errors.flush()
     return StreamResult(
-        rows, skipped, saves, resumed, interrupted, output_closed, len(streams), refused, len(refused_keys),
-        range_report,
+        rows, skipped, saves, resumed, interrupted, output_closed, len(streams), refused, refused_streams,
+        range_report, streams.capacity, not_saved,
     )

@@ -44,6 +44,40 @@ def _on_sigterm(signum, frame):
     raise _Stop()
 
 
+def _same_file(a: str, b: str) -> bool:
+    """``a`` and ``b`` name one file: the same path after symlinks, or (both existing) one inode, as hard links do."""
+    try:
+        if os.path.samefile(a, b):
+            return True
+    except OSError:  # one of them does not exist (yet)
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _refuse_overwrites(model: str, input_path: str, output_path: str, state_path: str | None) -> None:
+    """Refuse an --output (or --state) that names a file the run needs: writing forecasts over the model or the
+    state, or over the input being read, destroys it before anything could warn."""
+    guarded = [("the model", model)]
+    if state_path:
+        guarded.append(("the --state file", state_path))
+    if input_path != "-":
+        guarded.append(("the --input file", input_path))
+    if output_path != "-":
+        for what, path in guarded:
+            if _same_file(output_path, path):
+                raise BadInputError(
+                    f"--output {output_path} is {what} ({path}): writing forecasts there would destroy it. Pass "
+                    f"another --output (or '-' for stdout)."
+                )
+    if state_path:
+        for what, path in guarded[:1] + guarded[2:]:
+            if _same_file(state_path, path):
+                raise BadInputError(
+                    f"--state {state_path} is {what} ({path}): saving the state there would destroy it. Pass another "
+                    f"--state file."
+                )
+
+
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--input", "-i", "input_path", default="-", show_default=True, metavar="FILE|-", help="CSV rows to forecast.")
@@ -67,26 +101,34 @@ def _on_sigterm(signum, frame):
     "the first line has most of]",
 )
 @click.option("--stream-key", metavar="COL", help="Header column naming each row's stream: many streams in one input.")
+@click.option(
+    "--max-streams", type=click.IntRange(min=1), metavar="N",
+    help="With --stream-key, the most streams at once; rows of further streams are skipped (--strict: exit 2).  "
+    "[default: 256 for a batch-1 model (about 180 KiB each), the lanes of a batched one]",
+)
 @click.option("--threads", type=int, metavar="T", help="Interpreter threads.  [default: the interpreter's]")
 @_backend_option
 def run(model, input_path, output_path, state_path, save_every, reset_every, no_header, strict, strict_range,
-        delimiter, stream_key, threads, backend):
+        delimiter, stream_key, max_streams, threads, backend):
     """Forecast a CSV stream row by row, carrying the recurrent state.
 
     Rows are read as they arrive (a file, or stdin with '-'); each forecast line is written and flushed at once.
     With a header row the model's feature columns are picked by name, and its time column, when present, is passed
     through. Output: [time,]row,<target>_t+1..t+H in raw units, where row is the input line number.
 
-    A bad row (empty or non-numeric value, NaN, wrong column count) is reported on stderr with its line number and
-    skipped without touching the state. With --state the state is loaded at start when the file exists, saved
-    atomically every K rows and at the end, including on Ctrl-C or SIGTERM.
+    Each line is one row (lines end with \\n or \\r\\n). A bad row is reported on stderr with its line number
+    and skipped without touching the state: an empty value, a value that is not a plain decimal number (1_000, 0x10
+    and non-ASCII digits are not), NaN or inf, a value the model refuses, the wrong column count, a quote not closed
+    on its line, a line over 64 KiB, binary data or text that is not UTF-8. With --state the state is loaded at
+    start when the file exists, saved atomically every K rows and at the end, including on Ctrl-C or SIGTERM; a
+    state that is not finite is never saved. --output must not name the model, the state or the input file.
 
     With --stream-key COL the input holds many streams (COL names each row's stream, e.g. a sensor id; rows of
     different streams may interleave): each row steps only its own stream, and the output gains COL after row. A
     model converted with --batch N runs up to N streams in one StreamPool; a batch-1 model gets one runner (one
-    interpreter) per stream, fine for a few. A stream is added when first seen; when the pool is full, a new stream
-    is reported once on stderr and its rows are skipped (the others go on), or with --strict the run stops with
-    exit 2. --state then holds every stream's state with its key, --reset-every counts each stream's rows, and a
+    interpreter, about 180 KiB) per stream, at most --max-streams. A stream is added when first seen; when the pool
+    is full (or --max-streams are running), a new stream is reported once on stderr and its rows are skipped (the
+    others go on), or with --strict the run stops with exit 2. --state then holds every stream's state with its key, --reset-every counts each stream's rows, and a
     stream that stops sending keeps its state.
 
     Inputs outside the range the model was trained on (the first difference, for a differencing model), or beyond
@@ -106,8 +148,9 @@ def run(model, input_path, output_path, state_path, save_every, reset_every, no_
         delimiter = "\t"
     config = StreamConfig(
         state_path, save_every, reset_every, header=not no_header, strict=strict, stream_key=stream_key,
-        strict_range=strict_range, delimiter=delimiter,
+        strict_range=strict_range, delimiter=delimiter, max_streams=max_streams,
     )
+    _refuse_overwrites(model, input_path, output_path, state_path)
     new_runner = None
     if stream_key is not None and read_metadata(model).batch > 1:
         runner = StreamPool(model, backend=backend, num_threads=threads)
@@ -116,21 +159,27 @@ def run(model, input_path, output_path, state_path, save_every, reset_every, no_
 
         def new_runner():  # the runner of each further stream, with the same options
             return StatefulRunner(model, backend=backend, num_threads=threads)
+    # Bytes, decoded line by line: a line that is not UTF-8 is one bad row, not a run stopped or a row altered.
     if input_path == "-":
-        source, source_name = sys.stdin, "stdin"
-        try:
-            source.reconfigure(errors="replace")
-        except (AttributeError, ValueError):
-            pass
+        source, source_name = getattr(sys.stdin, "buffer", sys.stdin), "stdin"
     else:
         try:
-            source = open(input_path, newline="", encoding="utf-8-sig", errors="replace")
+            source = open(input_path, "rb")
         except OSError as exc:
             raise BadInputError(f"cannot read the input {input_path}: {exc.strerror or exc}.") from None
         source_name = input_path
     try:
-        sink = sys.stdout if output_path == "-" else open(output_path, "w", newline="", encoding="utf-8")
+        if output_path == "-":
+            sink = sys.stdout
+            try:  # a time value passed through may be any UTF-8 text, whatever the locale's encoding
+                sink.reconfigure(encoding="utf-8")
+            except (AttributeError, ValueError, OSError):
+                pass
+        else:
+            sink = open(output_path, "w", newline="", encoding="utf-8")
     except OSError as exc:
+        if source is not sys.stdin and source_name != "stdin":
+            source.close()
         raise BadInputError(f"cannot write the output {output_path}: {exc.strerror or exc}.") from None
     previous = None
     try:
@@ -144,13 +193,15 @@ def run(model, input_path, output_path, state_path, save_every, reset_every, no_
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-        if source is not sys.stdin:
+        if source_name != "stdin":
             source.close()
         if sink is not sys.stdout:
             try:
                 sink.close()
             except BrokenPipeError:
                 pass
+            except OSError as exc:  # a full disk shows at the last flush
+                raise BadInputError(f"cannot write the output {output_path}: {exc.strerror or exc}.") from None
     if result.output_closed:
         if sink is sys.stdout:
             _silence_stdout()
@@ -159,8 +210,9 @@ def run(model, input_path, output_path, state_path, save_every, reset_every, no_
     if result.skipped:
         parts.append(f"{result.skipped} bad rows skipped")
     if result.refused:
+        full = "pool full" if isinstance(runner, StreamPool) and result.capacity == runner.capacity else "--max-streams"
         parts.append(
-            f"{result.refused} rows of {result.refused_streams} streams skipped (pool full: {runner.capacity} streams)"
+            f"{result.refused} rows of {result.refused_streams} streams skipped ({full}: {result.capacity} streams)"
         )
     report = result.range_report
     if report is not None and report.any:
@@ -168,7 +220,9 @@ def run(model, input_path, output_path, state_path, save_every, reset_every, no_
             f"{report.outside_training} rows outside the training range"
             + (f", {report.clipped} clipped" if report.clipped else "")
         )
-    if state_path:
+    if state_path and result.not_saved:
+        parts.append(f"state NOT saved (not finite): {state_path} keeps the last finite state")
+    elif state_path:
         parts.append(("resumed from and " if result.resumed else "") + f"state saved to {state_path}")
     if result.interrupted:
         parts.insert(0, "stopped")
