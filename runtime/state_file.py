@@ -672,8 +672,8 @@ def load_state(path, model_sha256: str, shapes: dict) -> dict[str, np.ndarray]:
         ``{name: array}`` (float32, or float64 as saved) in the order of ``shapes``.
 
     Raises:
-        StateFileError: missing, truncated or corrupt file; saved by another model; other names or shapes; a pool
-            file (many streams).
+        StateFileError: missing, truncated, corrupt or oversized file (sizes are checked before reading); a state
+            holding NaN or inf; saved by another model; other names or shapes; a pool file (many streams).
     """
     header, arrays = _read(path, model_sha256)
     if "keys" in header:
@@ -701,8 +701,8 @@ def load_pool_state(path, model_sha256: str, shapes: dict) -> dict[Hashable, dic
         ``{key: {name: array}}`` in the saved order of the keys, each inner dict in the order of ``shapes``.
 
     Raises:
-        StateFileError: missing, truncated or corrupt file; saved by another model; other names or shapes; a
-            single-stream file.
+        StateFileError: missing, truncated, corrupt or oversized file (sizes are checked before reading); a state
+            holding NaN or inf; saved by another model; other names or shapes; a single-stream file.
     """
     header, arrays = _read(path, model_sha256)
     if "keys" not in header:

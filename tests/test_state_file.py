@@ -143,6 +143,14 @@ def test_newer_format(tmp_path):
         load_state(path, SHA, SHAPES)
 
 
+def test_previous_row_key_matches_the_runner():
+    # state_file names x_prev without importing the runner; the two must agree.
+    from statelite import state_file
+    from statelite.runner import PREV_KEY
+
+    assert state_file._PREV_KEY == PREV_KEY
+
+
 def test_unwritable_directory(tmp_path):
     with pytest.raises(StateFileError, match="cannot write the state file"):
         save_state(tmp_path / "missing" / "s.npz", STATE, SHA)
