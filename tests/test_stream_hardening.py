@@ -415,3 +415,37 @@ def test_a_stream_key_longer_than_the_limit_is_a_bad_row():
     result = invoke([GRU, "--stream-key", "sensor"], keyed(order))
     assert result.exit_code == 0 and bad_lines(result.stderr) == [3]
     assert f"is {MAX_KEY_CHARS + 1} characters long; at most {MAX_KEY_CHARS}" in result.stderr
+
+
+def test_a_second_run_on_the_same_state_file_stops_at_start(tmp_path):
+    """Two ``statelite run --state`` on one file used to interleave their saves. The first holds the state file's
+    lock for its whole run; the second stops at once with one line and exit 2, its --output untouched."""
+    state, out = tmp_path / "s.npz", tmp_path / "out.csv"
+    out.write_text("keep me\n")
+    first = subprocess.Popen([*CLI, "run", str(GRU), "--state", str(state)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+    try:
+        first.stdin.write(b"date,co2\n" + rows_bytes(values(2)))
+        first.stdin.flush()
+        for _ in range(3):
+            assert first.stdout.readline(), "the first run is reading"
+        second = subprocess.run([*CLI, "run", str(GRU), "--state", str(state), "--output", str(out)],
+                                input=b"date,co2\n" + rows_bytes(values(2)), capture_output=True, env=ENV, timeout=60)
+        err = second.stderr.decode()
+        assert second.returncode == 2 and "Traceback" not in err
+        assert err.strip().splitlines() == [
+            f"Error: state file {state} is being written by another process (pid {first.pid}); run one writer per "
+            f"state file."
+        ]
+        assert out.read_text() == "keep me\n"
+        first.stdin.close()
+        assert first.wait(timeout=30) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+        first.stdout.close()
+        first.stderr.close()
+    done = subprocess.run([*CLI, "run", str(GRU), "--state", str(state), "--output", str(out)],
+                          input=b"date,co2\n" + rows_bytes(values(2)), capture_output=True, env=ENV, timeout=60)
+    assert done.returncode == 0 and "resumed from" in done.stderr.decode(), "released at the end of the first run"

@@ -121,7 +121,8 @@ def run(model, input_path, output_path, state_path, save_every, reset_every, no_
     and non-ASCII digits are not), NaN or inf, a value the model refuses, the wrong column count, a quote not closed
     on its line, a line over 64 KiB, binary data or text that is not UTF-8. With --state the state is loaded at
     start when the file exists, saved atomically every K rows and at the end, including on Ctrl-C or SIGTERM; a
-    state that is not finite is never saved. --output must not name the model, the state or the input file.
+    state that is not finite is never saved, and a second run on the same --state file stops at start (exit 2).
+    --output must not name the model, the state or the input file.
 
     With --stream-key COL the input holds many streams (COL names each row's stream, e.g. a sensor id; rows of
     different streams may interleave): each row steps only its own stream, and the output gains COL after row. A
@@ -139,10 +140,8 @@ def run(model, input_path, output_path, state_path, save_every, reset_every, no_
     The input may be comma, semicolon or tab separated (found from its first line, or --delimiter); the output is
     comma-separated CSV, with a time value holding a comma or a quote quoted.
     """
-    from ..metadata import read_metadata
-    from ..pool import StreamPool
-    from ..runner import StatefulRunner
-    from ..stream import StreamConfig, run_stream
+    from ..state_file import hold_state_lock
+    from ..stream import StreamConfig
 
     if delimiter is not None and delimiter.lower() in ("tab", "\\t"):
         delimiter = "\t"
@@ -151,6 +150,19 @@ def run(model, input_path, output_path, state_path, save_every, reset_every, no_
         strict_range=strict_range, delimiter=delimiter, max_streams=max_streams,
     )
     _refuse_overwrites(model, input_path, output_path, state_path)
+    # One writer per state file, from loading it to the last save; taken before anything is opened for writing, so
+    # a second run on the same state stops at once (one line, exit 2) and leaves its --output alone.
+    with hold_state_lock(state_path):
+        _run(model, input_path, output_path, state_path, stream_key, threads, backend, config)
+
+
+def _run(model, input_path, output_path, state_path, stream_key, threads, backend, config) -> None:
+    """``run`` once its options are checked and the state file's lock is held."""
+    from ..metadata import read_metadata
+    from ..pool import StreamPool
+    from ..runner import StatefulRunner
+    from ..stream import run_stream
+
     new_runner = None
     if stream_key is not None and read_metadata(model).batch > 1:
         runner = StreamPool(model, backend=backend, num_threads=threads)
