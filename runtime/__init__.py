@@ -11,9 +11,11 @@ __version__ = "0.1.0"
 from .errors import (
     BadInputError,
     CheckFailed,
+    ConcurrentUseError,
     IncompatibleModelError,
     InterpreterNotFoundError,
     ModelFormatError,
+    NonFiniteStepError,
     StateFileError,
     StateliteError,
 )
@@ -25,10 +27,12 @@ from .runner import StatefulRunner
 __all__ = [
     "BadInputError",
     "CheckFailed",
+    "ConcurrentUseError",
     "IncompatibleModelError",
     "InterpreterNotFoundError",
     "ModelFormatError",
     "ModelMetadata",
+    "NonFiniteStepError",
     "RangeKind",
     "RangeReport",
     "StateFileError",

@@ -16,8 +16,31 @@ class BadInputError(StateliteError, ValueError):
     """The caller passed data of the wrong shape, dtype, content or kind."""
 
 
+class NonFiniteStepError(BadInputError):
+    """A step's forecast or next state came out NaN or inf (the input overflowed inside the graph); the step was
+    rolled back: the state is the one from before it.
+
+    Attributes:
+        keys: for ``StreamPool``, the streams rolled back (the others advanced); empty for a runner.
+        results: for ``StreamPool.step``, ``{key: forecast}`` of the streams that advanced; for ``step_all``, None.
+    """
+
+    def __init__(self, message: str, keys=(), results=None):
+        super().__init__(message)
+        self.keys = tuple(keys)
+        self.results = results
+
+
+class ConcurrentUseError(StateliteError, RuntimeError):
+    """A runner or pool was stepped from a second thread while a step was running: each is single-threaded."""
+
+
 class ModelFormatError(StateliteError):
     """A file is not a TFLite model, is truncated, or lacks (or has unreadable) statelite metadata."""
+
+
+class GoldenFileError(ModelFormatError):
+    """A golden trace file is truncated, corrupt, or holds values of the wrong dtype, shape or range."""
 
 
 class IncompatibleModelError(StateliteError):

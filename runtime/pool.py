@@ -6,9 +6,12 @@ from collections.abc import Hashable, Mapping
 
 import numpy as np
 
-from .errors import BadInputError
+from .binding import REFUSE_SPANS, GraphBinding
+from .errors import BadInputError, NonFiniteStepError
 from .ranges import RangeCallback, RangeReport
-from .runner import PREV_KEY, StatefulRunner
+from .runner import PREV_KEY
+
+_count_nonzero = np.count_nonzero
 
 
 class StreamPool:
@@ -17,6 +20,12 @@ class StreamPool:
     Each stream holds a lane of the batch. ``step({key: row, ...})`` advances only the streams given, in one
     ``invoke()``; the lanes of streams that did not step this tick keep their state exactly (their inputs are not
     carried over), so a slow sensor never drifts.
+
+    Bad input never reaches the state: a call with a row that is NaN/inf, or beyond the model's input limits (as for
+    ``StatefulRunner.step``), is refused whole with ``BadInputError`` naming the streams, and nothing is stepped.
+    A stream whose step comes out NaN or inf is rolled back alone: the other streams advance, and
+    ``NonFiniteStepError`` names the rolled-back streams (``keys``) and carries the others' forecasts (``results``).
+    A pool is single-threaded: a second thread stepping it at the same time gets ``ConcurrentUseError``.
 
     Args:
         path: a ``.tflite`` converted with ``--batch N`` (N > 1).
@@ -27,8 +36,8 @@ class StreamPool:
     """
 
     def __init__(self, path, backend: str = "auto", num_threads: int | None = None, allow_nonfinite: bool = False):
-        self._r = StatefulRunner(path, backend=backend, num_threads=num_threads, allow_nonfinite=allow_nonfinite)
-        md = self._r.metadata
+        self._b = b = GraphBinding(path, backend=backend, num_threads=num_threads)
+        md = b.metadata
         if md.batch < 2:
             raise BadInputError(
                 f"a StreamPool needs a model converted with --batch N (N > 1); {path} has batch {md.batch}. "
@@ -37,6 +46,7 @@ class StreamPool:
         self.metadata = md
         self.capacity = md.batch
         self.allow_nonfinite = allow_nonfinite
+        self._on_out_of_range: RangeCallback | None = None
         self._slots: dict[Hashable, int] = {}
         self._cached_keys: tuple = ()
         self._cached_lanes = None
@@ -45,10 +55,9 @@ class StreamPool:
         self._x = np.zeros((self.capacity, n_features))
         self._prev = np.zeros((self.capacity, n_features))
         self._has_prev = np.zeros(self.capacity, dtype=bool)
-        self._zero_state = [p.from_real(np.zeros(p.spec.input.shape[1:], np.float32)) for p in self._r._pairs]
+        self._zero_state = [p.from_real(np.zeros(p.spec.input.shape[1:], np.float32)) for p in b.pairs]
         if md.difference:
-            ti = self._r._transform.target_index
-            self._target_index = ti
+            self._target_index = b.transform.target_index
 
     # -- membership ----------------------------------------------------------------------------------------------
 
@@ -73,7 +82,7 @@ class StreamPool:
     def reset(self, key: Hashable) -> None:
         """Zero one stream's state (and forget its previous row); the other streams are untouched."""
         lane = self._slot(key)
-        for view, zero in zip(self._r._in_views, self._zero_state):
+        for view, zero in zip(self._b.in_views, self._zero_state):
             view[lane] = zero
         self._has_prev[lane] = False
 
@@ -98,7 +107,7 @@ class StreamPool:
     def state(self, key: Hashable) -> dict[str, np.ndarray]:
         """One stream's state, shaped as a single-stream runner's (``(1, units)`` arrays), a copy."""
         lane = self._slot(key)
-        out = {p.spec.name: p.to_real(view[lane : lane + 1]) for p, view in zip(self._r._pairs, self._r._in_views)}
+        out = {p.spec.name: p.to_real(view[lane : lane + 1]) for p, view in zip(self._b.pairs, self._b.in_views)}
         if self.metadata.difference:
             out[PREV_KEY] = self._prev[lane : lane + 1].copy() if self._has_prev[lane] else np.full(
                 (1, self._x.shape[1]), np.nan
@@ -108,11 +117,11 @@ class StreamPool:
     def set_state(self, key: Hashable, values: Mapping[str, np.ndarray]) -> None:
         """Set one stream's state from a dict shaped as ``state(key)`` returns it (names and shapes checked)."""
         lane = self._slot(key)
-        expected = {p.spec.name for p in self._r._pairs} | ({PREV_KEY} if self.metadata.difference else set())
+        expected = {p.spec.name for p in self._b.pairs} | ({PREV_KEY} if self.metadata.difference else set())
         if set(values) != expected:
             raise BadInputError(f"state must have exactly the keys {sorted(expected)}; received {sorted(values)}.")
         rows = []
-        for p in self._r._pairs:
+        for p in self._b.pairs:
             v = np.asarray(values[p.spec.name], dtype=np.float32)
             want = (1,) + p.spec.input.shape[1:]
             if v.shape != want:
@@ -124,7 +133,7 @@ class StreamPool:
             prev = np.asarray(values[PREV_KEY], dtype=np.float64).reshape(-1)
             if prev.shape != (self._x.shape[1],):
                 raise BadInputError(f"state {PREV_KEY!r} must have {self._x.shape[1]} values; received {prev.size}.")
-        for view, row in zip(self._r._in_views, rows):
+        for view, row in zip(self._b.in_views, rows):
             view[lane] = row
         if self.metadata.difference:
             self._has_prev[lane] = not np.isnan(prev).all()
@@ -132,19 +141,19 @@ class StreamPool:
 
     @property
     def model_sha256(self) -> str:
-        return self._r.model_sha256
+        return self._b.model_sha256
 
     @property
     def model_size(self) -> int:
-        return self._r.model_size
+        return self._b.model_size
 
     @property
     def backend(self) -> str:
-        return self._r.backend
+        return self._b.backend
 
     @property
     def backend_version(self) -> str:
-        return self._r.backend_version
+        return self._b.backend_version
 
     # -- input range ---------------------------------------------------------------------------------------------
 
@@ -152,19 +161,23 @@ class StreamPool:
     def range_report(self) -> RangeReport | None:
         """Rows of every stream outside the training range or clipped, per column, as ``StatefulRunner.range_report``
         (a step is one ``step``/``step_all`` call; ``rows`` counts the streams' rows). None without recorded ranges."""
-        return self._r.range_report
+        guard = self._b.guard
+        return None if guard is None else guard.report()
 
     def reset_range_counts(self) -> None:
-        self._r.reset_range_counts()
+        if self._b.guard is not None:
+            self._b.guard.reset_counts()
 
     @property
     def on_out_of_range(self) -> RangeCallback | None:
         """As ``StatefulRunner.on_out_of_range``: an exception it raises leaves every stream's state as it was."""
-        return self._r.on_out_of_range
+        return self._on_out_of_range
 
     @on_out_of_range.setter
     def on_out_of_range(self, fn: RangeCallback | None) -> None:
-        self._r.on_out_of_range = fn
+        self._on_out_of_range = fn
+        if self._b.guard is not None:
+            self._b.guard.on_out_of_range = fn
 
     # -- stepping ------------------------------------------------------------------------------------------------
 
@@ -178,7 +191,11 @@ class StreamPool:
             ``{key: (horizon, targets) forecast}`` in raw units.
 
         Raises:
-            BadInputError: an unknown key, a row of the wrong length, or NaN/inf. Nothing is stepped then.
+            BadInputError: an unknown key, a row of the wrong length, NaN/inf, or a value beyond the model's input
+                limits. Nothing is stepped then.
+            NonFiniteStepError: the step of the streams in its ``keys`` came out NaN or inf and was rolled back;
+                every other stream advanced, and its ``results`` holds their forecasts.
+            ConcurrentUseError: another thread is stepping this pool.
         """
         if not rows:
             return {}
@@ -192,7 +209,12 @@ class StreamPool:
             raise BadInputError(
                 f"every row must have {self._x.shape[1]} values (features: {', '.join(self.metadata.features)})."
             ) from None
-        return dict(zip(keys, self._step_lanes(self._cached_lanes, block, keys)))
+        try:
+            return dict(zip(keys, self._locked_step(self._cached_lanes, block, keys)))
+        except NonFiniteStepError as exc:
+            bad = set(exc.keys)
+            exc.results = {k: y for k, y in zip(keys, exc.results) if k not in bad}
+            raise
 
     def step_all(self, xs) -> np.ndarray:
         """Advance every stream by one step, rows given in ``keys`` order: the fast path for a gateway whose
@@ -203,6 +225,11 @@ class StreamPool:
 
         Returns:
             ``(len(pool), horizon, targets)`` forecasts in raw units, in the same order.
+
+        Raises:
+            BadInputError, ConcurrentUseError: as ``step``.
+            NonFiniteStepError: as ``step``; its ``results`` is the forecast array with NaN rows for the streams
+                rolled back.
         """
         xs = np.asarray(xs, dtype=np.float64)
         if xs.shape != (len(self._slots), self._x.shape[1]):
@@ -214,36 +241,96 @@ class StreamPool:
         if keys != self._cached_keys:
             self._cached_lanes = self._lanes_of(keys)
             self._cached_keys = keys
-        return self._step_lanes(self._cached_lanes, xs, keys)
+        return self._locked_step(self._cached_lanes, xs, keys)
 
     def _lanes_of(self, keys: tuple):
         lanes = np.fromiter((self._slot(k) for k in keys), dtype=np.intp, count=len(keys))
         # Streams in lanes 0..n-1 in order (the usual case) are addressed by a slice, without copies.
         return slice(0, len(lanes)) if (lanes == np.arange(len(lanes))).all() else lanes
 
+    def _locked_step(self, lanes, block: np.ndarray, keys: tuple) -> np.ndarray:
+        b = self._b
+        if not b.lock.acquire(False):
+            raise b.busy()
+        try:
+            return self._step_lanes(lanes, block, keys)
+        finally:
+            b.lock.release()
+
     def _step_lanes(self, lanes, block: np.ndarray, keys: tuple) -> np.ndarray:
-        r = self._r
-        if not self.allow_nonfinite and not np.isfinite(block).all():
+        b = self._b
+        check = not self.allow_nonfinite
+        if check and not np.isfinite(block).all():
             bad = [k for k, row in zip(keys, block) if not np.isfinite(row).all()]
             raise BadInputError(f"rows of streams {bad} contain NaN or inf; nothing was stepped.")
-        x = self._x
-        x[:] = 0.0
         if self.metadata.difference:
             has = self._has_prev[lanes]
-            x[lanes] = block - (self._prev[lanes] if has.all() else np.where(has[:, None], self._prev[lanes], block))
+            xin = block - (self._prev[lanes] if has.all() else np.where(has[:, None], self._prev[lanes], block))
         else:
-            x[lanes] = block
-        r._feed_input(x, lanes)  # the range guard sees only the stepping streams' rows
-        r._invoke()
-        y = r._yv[lanes].astype(np.float64)
-        for p, (view_in, view_out) in zip(r._pairs, r._carry):
-            view_in[lanes] = p.carry(view_out[lanes])
-        if self.metadata.difference:
-            self._prev[lanes] = block
-            self._has_prev[lanes] = True
-        if not r._direct:
-            y = r._raw_outputs(y)
-        y = y.reshape(len(block), *r._y_shape[1:])
+            xin = block
+        if check and (_count_nonzero(xin < b.refuse_lo) or _count_nonzero(xin > b.refuse_hi)):
+            raise self._refusal(xin, block, keys)
+        x = self._x
+        x[:] = 0.0
+        x[lanes] = xin
+        b.feed(x, lanes)  # the range guard sees only the stepping streams' rows
+        try:
+            b.invoke()
+        except RuntimeError as exc:
+            raise b.invoke_failed(exc) from None
+        bad = None
+        if check:
+            total = 0.0
+            for flat, zeros in b.checks:
+                total += flat.dot(zeros)
+            if total != 0.0:  # some lane is not finite: which of the stepping ones?
+                bad = b.nonfinite_lanes(lanes)
+                if not bad.any():
+                    bad = None  # only idle lanes (their inputs are never carried)
+        y = b.yv[lanes].astype(np.float64)
+        if bad is None:
+            b.carry_state(lanes)
+            if self.metadata.difference:
+                self._prev[lanes] = block
+                self._has_prev[lanes] = True
+        else:
+            good = np.arange(self.capacity)[lanes][~bad]  # the rolled-back lanes are simply not carried
+            b.carry_state(good)
+            if self.metadata.difference:
+                self._prev[good] = block[~bad]
+                self._has_prev[good] = True
+        if not b.direct:
+            y = b.raw_outputs(y)
+        y = y.reshape(len(block), *b.y_shape[1:])
         if self.metadata.difference:
             y += block[:, None, self._target_index]
+        if bad is not None:
+            y[bad] = np.nan
+            names = [k for k, flag in zip(keys, bad) if flag]
+            raise NonFiniteStepError(
+                f"the step of streams {names} gave a forecast or next state with NaN or inf (the input overflowed "
+                f"inside the model's float arithmetic); those streams were rolled back (their state is the one from "
+                f"before it), the other {len(keys) - len(names)} advanced.",
+                keys=names,
+                results=y,
+            )
         return y
+
+    def _refusal(self, xin: np.ndarray, block: np.ndarray, keys: tuple) -> BadInputError:
+        b, md = self._b, self.metadata
+        bad = (xin < b.refuse_lo) | (xin > b.refuse_hi)
+        names = [k for k, row in zip(keys, bad) if row.any()]
+        i, j = (int(v) for v in np.argwhere(bad)[0])
+        what = "first difference" if md.difference else "value"
+        r = md.input_range
+        if r is not None and r.train_min is not None:
+            limit = (f"the training range [{r.train_min[j]:.6g}, {r.train_max[j]:.6g}] widened by "
+                     f"{REFUSE_SPANS:g} training spans on each side")
+        else:
+            limit = "the largest values whose scaled value is finite in float32"
+        return BadInputError(
+            f"rows of streams {names} are beyond the model's input limits: column {md.features[j]!r} must be within "
+            f"[{b.refuse_lo[j]:.6g}, {b.refuse_hi[j]:.6g}] ({limit}); received {what} {xin[i, j]:.6g} (stream "
+            f"{keys[i]!r}, row {block[i, j]:.6g}), a glitch rather than a reading. Nothing was stepped; every "
+            f"state was kept."
+        )

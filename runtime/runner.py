@@ -2,68 +2,36 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 
 import numpy as np
 
-from .errors import BadInputError, ModelFormatError
-from .interpreter import backend_version, create_interpreter, load_backend, min_runtime_version
-from .metadata import CHUNK_SIGNATURE_KEY, ModelMetadata, StateSpec, metadata_from_file, read_model_file
-from .ranges import RangeCallback, RangeGuard, RangeReport
-from .transform import Transform
+from .binding import REFUSE_SPANS, GraphBinding, StatePair, quantize
+from .errors import BadInputError, NonFiniteStepError
+from .ranges import RangeCallback, RangeReport
 
 PREV_KEY = "x_prev"  # the previous raw row, part of the state of a differencing model
 _F64 = np.dtype(np.float64)
+_count_nonzero = np.count_nonzero
+_StatePair = StatePair  # the old private names, for code that reached into them
+_quantize = quantize
 
 
-def _quantize(x: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:
-    info = np.iinfo(dtype)
-    return np.clip(np.rint(x / scale) + zero_point, info.min, info.max).astype(dtype)
-
-
-class _StatePair:
-    """One state tensor's input and output indices, and how to carry its value from output to input."""
-
-    __slots__ = ("spec", "in_index", "out_index", "dtype", "requant")
-
-    def __init__(self, spec: StateSpec, in_index: int, out_index: int):
-        self.spec, self.in_index, self.out_index = spec, in_index, out_index
-        self.dtype = np.dtype(spec.input.dtype)
-        self.requant = None
-        qi, qo = spec.input.quantization, spec.output.quantization
-        if self.dtype.kind == "i" and (qi.scale, qi.zero_point) != (qo.scale, qo.zero_point):
-            self.requant = (qo.scale / qi.scale, qo.zero_point, qi.zero_point)
-
-    def carry(self, q: np.ndarray) -> np.ndarray:
-        """The next input value from this step's output value (requantized when the scales differ)."""
-        if self.requant is None:
-            return q
-        ratio, zo, zi = self.requant
-        info = np.iinfo(self.dtype)
-        return np.clip(np.rint((q.astype(np.float32) - zo) * ratio) + zi, info.min, info.max).astype(self.dtype)
-
-    def to_real(self, q: np.ndarray) -> np.ndarray:
-        qi = self.spec.input.quantization
-        if self.dtype.kind != "i":
-            return q.astype(np.float32, copy=True)
-        return ((q.astype(np.float32) - qi.zero_point) * qi.scale).astype(np.float32)
-
-    def from_real(self, x: np.ndarray) -> np.ndarray:
-        qi = self.spec.input.quantization
-        if self.dtype.kind != "i":
-            return np.array(x, dtype=np.float32)
-        return _quantize(np.asarray(x, dtype=np.float32), qi.scale, qi.zero_point, self.dtype)
+def _num(v: float) -> str:
+    return format(float(v), ".6g")
 
 
 class StatefulRunner:
     """Run a statelite ``.tflite`` model step by step, feeding its recurrent state back by name.
 
+    A runner is single-threaded: stepping it from a second thread while a step runs raises
+    ``ConcurrentUseError`` (never a lost or doubled step). Give each thread its own runner, or hold a lock.
+
     Args:
         path: a ``.tflite`` file written by ``statelite convert``.
         backend: ``auto`` (``litert``, then ``tflite-runtime``, then ``tensorflow``) or one of those names.
         num_threads: interpreter threads (None: the interpreter's default).
-        allow_nonfinite: accept NaN or inf inputs instead of raising ``BadInputError``.
+        allow_nonfinite: feed every value as it is: accept NaN or inf inputs and values beyond the model's input
+            limits, and keep a step whose results are not finite (no ``BadInputError``, no rollback).
 
     Raises:
         ModelFormatError: not a TFLite file, truncated, or without statelite metadata.
@@ -72,67 +40,28 @@ class StatefulRunner:
     """
 
     def __init__(self, path, backend: str = "auto", num_threads: int | None = None, allow_nonfinite: bool = False):
-        self.path = os.fspath(path)
-        data, info = read_model_file(self.path)
-        md = metadata_from_file(info, source=self.path)
-        self.metadata: ModelMetadata = md
-        self.model_sha256 = hashlib.sha256(data).hexdigest()
-        self.model_size = len(data)
-        self.operators = info.used_operators
-        self.backend, interpreter_cls = load_backend(backend)
-        self.backend_version = backend_version(self.backend)
+        b = self._binding = GraphBinding(path, backend=backend, num_threads=num_threads)
+        self.path = b.path
+        md = self.metadata = b.metadata
+        self.model_sha256 = b.model_sha256
+        self.model_size = b.model_size
+        self.operators = b.operators
+        self.backend = b.backend
+        self.backend_version = b.backend_version
         self.allow_nonfinite = allow_nonfinite
-        self._it = create_interpreter(
-            interpreter_cls, self.backend, data, self.path, num_threads, min_runtime_version(info)
-        )
-        signatures = {s.key: s for s in info.signatures}
-        sig = signatures.get(md.signature_key)
-        if sig is None:
-            raise ModelFormatError(
-                f"{self.path}: the metadata names signature {md.signature_key!r}, but the model has "
-                f"{sorted(signatures) or 'no signatures'}. Convert the model again."
-            )
-
-        def index(names: dict, name: str, kind: str) -> int:
-            if name not in names:
-                raise ModelFormatError(
-                    f"{self.path}: the metadata names {kind} {name!r}, but signature {sig.key!r} has {kind}s "
-                    f"{sorted(names)}. Convert the model again."
-                )
-            return names[name]
-
-        self._chunk = None
-        if md.chunk > 1:
-            chunk_sig = signatures.get(CHUNK_SIGNATURE_KEY)
-            if chunk_sig is None or md.chunk_x is None:
-                raise ModelFormatError(f"{self.path}: the metadata says chunk {md.chunk} but the model has no "
-                                       f"{CHUNK_SIGNATURE_KEY!r} signature. Convert the model again.")
-            self._chunk = (
-                chunk_sig.subgraph_index,
-                chunk_sig.inputs[md.x.name],
-                chunk_sig.outputs[md.y.name],
-                [(chunk_sig.inputs[s.input.name], chunk_sig.outputs[s.output.name]) for s in md.states],
-            )
-            # Allocate the chunk subgraph now: tensor views of the step subgraph are held from here on.
-            self._it._interpreter.AllocateTensors(chunk_sig.subgraph_index)
-        if sig.subgraph_index != 0:
-            raise ModelFormatError(f"{self.path}: signature {sig.key!r} is not the primary subgraph. Convert again.")
-        self._x_index = index(sig.inputs, md.x.name, "input")
-        self._y_index = index(sig.outputs, md.y.name, "output")
-        self._pairs = [
-            _StatePair(s, index(sig.inputs, s.input.name, "input"), index(sig.outputs, s.output.name, "output"))
-            for s in md.states
-        ]
-        self._check_shapes()
-        self._transform = Transform.from_metadata(md)
-        self.batch = md.batch
-        self._x_shape = tuple(md.x.shape)
-        self._in_shape = self._x_shape[1:] if self.batch == 1 else self._x_shape
-        self._y_shape = self.output_shape
-        self._xq = md.x.quantization
-        self._yq = md.y.quantization
-        self._x_dtype = np.dtype(md.x.dtype)
+        self._chunk = b.chunk
+        self._transform = b.transform
+        self.batch = b.batch
+        self._x_shape = b.x_shape
+        self._in_shape = b.in_shape
+        self._y_shape = b.y_shape
+        self._xq, self._yq, self._x_dtype = b.xq, b.yq, b.x_dtype
         self._difference = md.difference
+        self._direct = b.direct
+        self._out_map = b.out_map
+        self._guard = b.guard
+        self._raw_outputs = b.raw_outputs
+        self._feed_input = b.feed
         self._zeros_in = np.zeros(int(np.prod(self._in_shape)))
         if md.difference:
             ti = self._transform.target_index
@@ -140,58 +69,44 @@ class StatefulRunner:
             cols = slice(int(ti[0]), int(ti[-1]) + 1) if contiguous else ti
             # The current level of each target, broadcast over the horizon: x[cols] for one stream, else per row.
             self._levels = cols if self.batch == 1 else (slice(None), None, cols)
-        # Raw rows go straight into the graph when it holds the scaler and has float inputs and outputs.
-        self._direct = md.graph_scales_inputs and md.graph_scales_outputs and self._xq is None and self._yq is None
         # One stream of one feature forecasting one target (a single sensor): plain Python floats around the graph
         # are cheaper than numpy calls on 1-element arrays. The previous row is then kept as a float.
         self._scalar = self.batch == 1 and len(md.features) == 1 and len(md.targets) == 1
         if self._scalar:
             self._scalar_in = (float(self._transform.f_offset[0]), float(self._transform.f_inv_scale[0]))
             self._scalar_out = (float(self._transform.t_scale[0]), float(self._transform.t_offset[0]))
-        self._out_map = None if md.graph_scales_outputs else self._transform.output_map()
-        # Counts inputs outside the training range or clipped by an integer input (None: the model records neither).
-        self._guard = RangeGuard.for_model(md)
+            # One pair of comparisons per step: inside [lo0, hi0] the range guard has nothing to count and the
+            # value is far inside the refuse bounds; only a miss looks closer (count, or refuse).
+            lo, hi = float(b.refuse_lo[0]), float(b.refuse_hi[0])
+            if self._guard is not None:
+                lo, hi = max(lo, self._guard.lo0), min(hi, self._guard.hi0)
+            self._lo0, self._hi0 = lo, hi
         self._on_out_of_range: RangeCallback | None = None
-        self._bind()
+        self._acquire, self._release = b.lock.acquire, b.lock.release
+        self._cache()
         self.reset()
 
-    def _bind(self) -> None:
-        """Hold numpy views of the input and output tensors: the state lives in the state input tensors themselves,
-        and each step copies an output into its paired input in place. Holding views is what the Python interpreter
-        API guards ``invoke()`` against, so steps call the underlying C++ ``Invoke`` directly."""
-        it = self._it
-        self._invoke = it._interpreter.Invoke
-        self._xv = it.tensor(self._x_index)()
-        self._yv = it.tensor(self._y_index)()
-        self._yv_shaped = self._yv.reshape(self._y_shape)
-        self._in_views = [it.tensor(p.in_index)() for p in self._pairs]
-        self._out_views = [it.tensor(p.out_index)() for p in self._pairs]
-        self._plain_carry = all(p.requant is None for p in self._pairs)
-        self._carry = list(zip(self._in_views, self._out_views))
-        if self._chunk is not None:
-            subgraph, x_index, y_index, state_indices = self._chunk
-            w = it._interpreter
+    @property
+    def _pairs(self) -> list[StatePair]:
+        return self._binding.pairs
 
-            def view(index):
-                return w.tensor(w, index, subgraph)
+    def _bind(self, fast: bool | None = None) -> None:
+        """Bind the tensors again (after changing ``_pairs``' indices, or to force the public-API path)."""
+        b = self._binding
+        self._invoke = self._xv = self._yv = self._yv_shaped = self._in_views = self._carry = None
+        b.bind(b.fast if fast is None else fast)
+        self._cache()
 
-            self._chunk_xv, self._chunk_yv = view(x_index), view(y_index)
-            self._chunk_in_views = [view(i) for i, _ in state_indices]
-            self._chunk_out_views = [view(o) for _, o in state_indices]
-
-    def _check_shapes(self) -> None:
-        details = {d["index"]: d for d in self._it.get_input_details() + self._it.get_output_details()}
-        md = self.metadata
-        expected = [(self._x_index, md.x), (self._y_index, md.y)]
-        expected += [(p.in_index, p.spec.input) for p in self._pairs] + [(p.out_index, p.spec.output) for p in self._pairs]
-        for idx, spec in expected:
-            d = details.get(idx)
-            if d is None or tuple(d["shape"]) != spec.shape or np.dtype(d["dtype"]) != np.dtype(spec.dtype):
-                got = "absent" if d is None else f"shape {tuple(d['shape'])} {np.dtype(d['dtype'])}"
-                raise ModelFormatError(
-                    f"{self.path}: tensor {spec.name!r} should be shape {spec.shape} {spec.dtype} by the metadata; "
-                    f"the interpreter has it {got}. The file's metadata does not match its graph."
-                )
+    def _cache(self) -> None:
+        """The binding's views and calls as attributes: the step path reads them without another lookup."""
+        b = self._binding
+        self._invoke = b.invoke
+        self._xv, self._yv, self._yv_shaped = b.xv, b.yv, b.yv_shaped
+        self._in_views = b.in_views
+        self._carry = b.carry
+        self._checks = b.checks
+        self._state_checks = b.state_checks
+        self._carry_state = b.carry_state
 
     # -- state ---------------------------------------------------------------------------------------------------
 
@@ -313,6 +228,37 @@ class StatefulRunner:
             f"x contains NaN or inf: {x.tolist()}. Clean the input, or pass allow_nonfinite=True to run it anyway."
         )
 
+    def _refusal(self, xin: np.ndarray, x=None, prev=None, where: str = "x") -> BadInputError:
+        """The error for graph inputs beyond the refuse bounds: which column, what was received, what the limit is."""
+        b, md = self._binding, self.metadata
+        xin = np.asarray(xin, dtype=np.float64).reshape(-1, len(md.features))
+        bad = (xin < b.refuse_lo) | (xin > b.refuse_hi)
+        i, j = (int(v) for v in np.argwhere(bad)[0])
+        value = xin[i, j]
+        what = "first difference" if md.difference else "value"
+        received = f"{what} {_num(value)}"
+        if md.difference and x is not None and prev is not None:
+            row = np.asarray(x, dtype=np.float64).reshape(-1, len(md.features))[i, j]
+            last = np.asarray(prev, dtype=np.float64).reshape(-1, len(md.features))[i, j]
+            received += f" (row {_num(row)} minus the previous row {_num(last)})"
+        r = md.input_range
+        if r is not None and r.train_min is not None:
+            limit = (f"the training range [{_num(r.train_min[j])}, {_num(r.train_max[j])}] widened by "
+                     f"{REFUSE_SPANS:g} training spans on each side")
+        else:
+            limit = "the largest values whose scaled value is finite in float32"
+        return BadInputError(
+            f"{where}: column {md.features[j]!r} must be within [{_num(b.refuse_lo[j])}, {_num(b.refuse_hi[j])}] "
+            f"({limit}); received {received}, a glitch rather than a reading. The row was not stepped and the state "
+            f"was kept."
+        )
+
+    def _rolled_back(self, what: str = "the step") -> NonFiniteStepError:
+        return NonFiniteStepError(
+            f"{what} gave a forecast or next state with NaN or inf (the input overflowed inside the model's float "
+            f"arithmetic); it was rolled back: the state is the one from before it."
+        )
+
     def step(self, x) -> np.ndarray:
         """Advance the state by one time step and return the forecast in raw units.
 
@@ -323,23 +269,48 @@ class StatefulRunner:
             float64 ``(horizon, targets)`` forecasts (``(batch, horizon, targets)`` for a batched model).
 
         Raises:
-            BadInputError: wrong shape, or NaN/inf without ``allow_nonfinite``. The state is left as it was.
+            BadInputError: wrong shape, NaN/inf, or a value beyond the model's input limits (``REFUSE_SPANS``
+                training spans outside the training range, or not finite in float32 once scaled); the state is
+                left as it was.
+            NonFiniteStepError: the step's forecast or next state was not finite; it was rolled back.
+            ConcurrentUseError: another thread is stepping this runner.
         """
-        if self._scalar:
-            return self._step_scalar(x)
+        if not self._acquire(False):
+            raise self._binding.busy()
+        try:
+            if self._scalar:
+                return self._step_scalar(x)
+            return self._step(x)
+        finally:
+            self._release()
+
+    def _step(self, x) -> np.ndarray:
         if x.__class__ is not np.ndarray or x.dtype is not _F64 or x.shape != self._in_shape:
             x = self._coerce(x)
+        check = not self.allow_nonfinite
         # x . 0 is 0 for finite rows and NaN when any value is NaN or inf: one call instead of isfinite().all().
-        if not self.allow_nonfinite and x.reshape(-1).dot(self._zeros_in) != 0.0:
+        if check and x.reshape(-1).dot(self._zeros_in) != 0.0:
             raise self._nonfinite(x)
+        prev = self._prev
         if self._difference:
-            prev = self._prev
             x = x.copy()  # kept as the next step's previous row: later changes to the caller's array must not leak
             xin = x - prev if prev is not None else self._zeros_in.reshape(self._in_shape)
         else:
             xin = x
+        b = self._binding
+        if check and (_count_nonzero(xin < b.refuse_lo) or _count_nonzero(xin > b.refuse_hi)):
+            raise self._refusal(xin, x, prev)
         self._feed_input(xin)
-        self._invoke()
+        try:
+            self._invoke()
+        except RuntimeError as exc:
+            raise b.invoke_failed(exc) from None
+        if check:
+            total = 0.0
+            for flat, zeros in self._checks:
+                total += flat.dot(zeros)
+            if total != 0.0:  # not carried: the state inputs still hold the state from before this step
+                raise self._rolled_back()
         if self._direct:
             # New float64 arrays, never views of the interpreter's memory (the next invoke overwrites it).
             y = self._yv_shaped + x[self._levels] if self._difference else self._yv_shaped.astype(_F64)
@@ -352,37 +323,17 @@ class StatefulRunner:
             self._prev = x
         return y
 
-    def _feed_input(self, xin: np.ndarray, lanes=None) -> None:
-        """Write graph inputs (raw rows, already differenced) into the input tensor: scaled and quantized as the
-        graph needs, after the range guard has seen them (only the rows of ``lanes``, when given: a pool's stepping
-        streams). Shared by ``step`` and ``StreamPool``."""
-        if self._guard is not None:
-            self._guard.check(xin if lanes is None else xin[lanes])
-        if self._direct:
-            self._xv[...] = xin
-            return
-        xm = self._transform.scale_diff(xin)
-        if self._xq is not None:
-            xm = _quantize(xm, self._xq.scale, self._xq.zero_point, self._x_dtype)
-        self._xv[...] = xm
-
-    def _raw_outputs(self, y: np.ndarray) -> np.ndarray:
-        """Flat float64 graph outputs (..., outputs) of a quantized or host-scaled graph in raw units (before adding
-        the level of a differencing model)."""
-        if self._yq is not None:
-            y = (y - self._yq.zero_point) * self._yq.scale
-        if self._out_map is not None:
-            y = y @ self._out_map[0] + self._out_map[1]
-        return y
-
-    def _carry_state(self) -> None:
-        """Copy every state output into its paired input, in place (requantized where the scales differ)."""
-        if self._plain_carry:
-            for view_in, view_out in self._carry:
-                view_in[...] = view_out
-        else:
-            for p, (view_in, view_out) in zip(self._pairs, self._carry):
-                view_in[...] = p.carry(view_out)
+    def _scalar_miss(self, d: float, v: float) -> None:
+        """The single-sensor path after its one comparison failed: refuse the value, or let the range guard count
+        it (``steps`` counted here)."""
+        b = self._binding
+        if not self.allow_nonfinite and not float(b.refuse_lo[0]) <= d <= float(b.refuse_hi[0]):
+            raise self._refusal(np.array([d]), np.array([v]), None if self._prev is None else np.array([self._prev]))
+        guard = self._guard
+        if guard is not None:
+            guard.steps += 1
+            if not guard.lo0 <= d <= guard.hi0:
+                guard.miss(d)
 
     def _step_scalar(self, x) -> np.ndarray:
         """``step`` for one stream of one feature and one target, with Python floats around ``Invoke``."""
@@ -394,11 +345,11 @@ class StatefulRunner:
             raise self._nonfinite(np.array([v]))
         prev = self._prev
         d = (v - prev if prev is not None else 0.0) if self._difference else v
-        guard = self._guard
-        if guard is not None:  # in range: one count and two float comparisons
-            guard.steps += 1
-            if not guard.lo0 <= d <= guard.hi0:
-                guard.miss(d)
+        if self._lo0 <= d <= self._hi0:  # in range: two float comparisons
+            if self._guard is not None:
+                self._guard.steps += 1
+        else:
+            self._scalar_miss(d, v)
         if self._direct:
             self._xv[0, 0] = d
         else:
@@ -408,8 +359,18 @@ class StatefulRunner:
                 info = np.iinfo(self._x_dtype)
                 d = min(max(round(d / self._xq.scale) + self._xq.zero_point, info.min), info.max)
             self._xv[0, 0] = d
-        self._invoke()
+        try:
+            self._invoke()
+        except RuntimeError as exc:
+            raise self._binding.invoke_failed(exc) from None
         y = self._yv.tolist()[0]
+        if not self.allow_nonfinite:
+            total = sum(y)  # Python floats: NaN when any is NaN or inf (inf - inf)
+            total -= total
+            for flat, zeros in self._state_checks:
+                total += flat.dot(zeros)
+            if total != 0.0:  # not carried: the state inputs still hold the state from before this step
+                raise self._rolled_back()
         self._carry_state()
         if not self._direct:
             if self._yq is not None:
@@ -432,6 +393,9 @@ class StatefulRunner:
     def run(self, xs, chunked: bool = True) -> np.ndarray:
         """Step through a sequence of raw rows, carrying the state; returns one forecast per row.
 
+        All or nothing: every row is checked before any is stepped, and a step whose results are not finite rolls
+        the whole call back.
+
         Args:
             xs: ``(steps, features)`` (``(steps, batch, features)`` for a batched model).
             chunked: on a model converted with ``--chunk K``, take K steps per call (the remainder one by one).
@@ -440,25 +404,77 @@ class StatefulRunner:
             ``(steps, horizon, targets)`` (``(steps, batch, horizon, targets)`` for a batched model).
 
         Raises:
-            BadInputError: wrong shape, or NaN/inf without ``allow_nonfinite``; the state is left as it was.
+            BadInputError: wrong shape, NaN/inf, or a value beyond the model's input limits; nothing was stepped.
+            NonFiniteStepError: a step's results were not finite; the state is the one from before ``run``.
+            ConcurrentUseError: another thread is stepping this runner.
         """
+        if not self._acquire(False):
+            raise self._binding.busy()
+        try:
+            return self._run(xs, chunked)
+        finally:
+            self._release()
+
+    def _run(self, xs, chunked: bool) -> np.ndarray:
         xs = np.asarray(xs, dtype=np.float64)
         if xs.ndim != len(self._in_shape) + 1 or xs.shape[1:] != self._in_shape:
             want = ", ".join(map(str, self._in_shape))
             raise BadInputError(f"xs must have shape (steps, {want}); received shape {xs.shape}.")
-        if not self.allow_nonfinite and not np.isfinite(xs).all():
+        check = not self.allow_nonfinite
+        if check and not np.isfinite(xs).all():
             bad = int(np.argwhere(~np.isfinite(xs))[0][0])
             raise BadInputError(f"xs contains NaN or inf (first at step {bad}); nothing was stepped.")
+        if check and len(xs):
+            xin = self._differenced(xs)
+            b = self._binding
+            bad = (xin < b.refuse_lo) | (xin > b.refuse_hi)
+            if bad.any():
+                i = int(np.argwhere(bad)[0][0])
+                prev = xs[i - 1] if i else self._prev_row()
+                error = self._refusal(xin[i], xs[i], prev, where=f"xs step {i}")
+                raise BadInputError(str(error).replace("The row was not stepped", "Nothing was stepped")) from None
+        saved = self._snapshot() if check else None
         out = []
         done = 0
-        if chunked and self._chunk is not None:
-            done = len(xs) // self.metadata.chunk * self.metadata.chunk
-            if done:
-                out.append(self._run_chunks(xs[:done]))
-        out += [self.step(x) for x in xs[done:]]
+        try:
+            if chunked and self._chunk is not None:
+                done = len(xs) // self.metadata.chunk * self.metadata.chunk
+                if done:
+                    out.append(self._run_chunks(xs[:done]))
+            for i in range(done, len(xs)):
+                out.append(self._step_scalar(xs[i]) if self._scalar else self._step(xs[i]))
+        except NonFiniteStepError:
+            self._restore(saved)
+            raise NonFiniteStepError(
+                "a step of xs gave a forecast or next state with NaN or inf (the input overflowed inside the model's "
+                "float arithmetic); the whole run was rolled back: the state is the one from before it."
+            ) from None
         if not out:
             return np.zeros((0,) + self.output_shape)
         return np.concatenate([o if o.ndim == len(self._y_shape) + 1 else o[None] for o in out])
+
+    def _prev_row(self):
+        if self._prev is None:
+            return None
+        return np.array([self._prev]) if self._scalar else self._prev
+
+    def _differenced(self, xs: np.ndarray) -> np.ndarray:
+        """The graph's raw inputs for consecutive rows ``xs``: the rows, or their first differences (the first one
+        against the previous row, or zero at the start of a stream)."""
+        if not self._difference:
+            return xs
+        first = xs[:1] if self._prev is None else self._prev_row()[None]
+        return xs - np.concatenate([first, xs[:-1]])
+
+    def _snapshot(self):
+        return [np.array(v) for v in self._in_views], (self._prev.copy() if isinstance(self._prev, np.ndarray)
+                                                          else self._prev)
+
+    def _restore(self, saved) -> None:
+        views, prev = saved
+        for view, value in zip(self._in_views, views):
+            view[...] = value
+        self._prev = prev
 
     def _run_chunks(self, xs: np.ndarray) -> np.ndarray:
         """Rows (a multiple of K) through the step_chunk signature, K per ``Invoke``.
@@ -467,16 +483,8 @@ class StatefulRunner:
         to its inputs in place, and only at the end back into the step subgraph's inputs.
         """
         k, n = self.metadata.chunk, len(xs)
-        w = self._it._interpreter
-        subgraph = self._chunk[0]
-        if self._difference:
-            if self._prev is None:
-                first = xs[:1]
-            else:
-                first = np.array([[self._prev]]) if self._scalar else self._prev[None]
-            xin = xs - np.concatenate([first, xs[:-1]])
-        else:
-            xin = xs
+        b = self._binding
+        xin = self._differenced(xs)
         if self._guard is not None:
             self._guard.check(xin, steps=n)
         xin = self._transform.scale_diff(xin)
@@ -484,14 +492,20 @@ class StatefulRunner:
             blocks = xin.reshape(n // k, 1, k, -1)
         else:  # (steps, batch, features) -> (chunks, batch, K, features)
             blocks = xin.reshape(n // k, k, self.batch, -1).transpose(0, 2, 1, 3)
-        c_in, c_out = self._chunk_in_views, self._chunk_out_views
+        c_in, c_out = b.chunk_in_views, b.chunk_out_views
         for view_in, view in zip(c_in, self._in_views):
             view_in[...] = view
-        ys = np.empty((n // k,) + self._chunk_yv.shape, np.float32)
+        ys = np.empty((n // k,) + b.chunk_yv.shape, np.float32)
+        check = not self.allow_nonfinite
         for c in range(n // k):
-            self._chunk_xv[...] = blocks[c]
-            w.Invoke(subgraph)
-            ys[c] = self._chunk_yv
+            b.chunk_xv[...] = blocks[c]
+            try:
+                b.invoke_chunk()
+            except RuntimeError as exc:
+                raise b.invoke_failed(exc) from None
+            ys[c] = b.chunk_yv
+            if check and not all(np.isfinite(v).all() for v in [b.chunk_yv, *c_out]):
+                raise self._rolled_back()  # the step subgraph's state inputs were not touched yet
             for view_in, view_out in zip(c_in, c_out):
                 view_in[...] = view_out
         for view, view_in in zip(self._in_views, c_in):

@@ -1,0 +1,377 @@
+"""``GraphBinding``: one converted model bound to one interpreter, shared by ``StatefulRunner`` and ``StreamPool``.
+
+It owns everything that touches the interpreter: the tensor indices of ``x``, ``y`` and the state pairs (paired by
+name), numpy views of those tensors (the state lives in the state input tensors themselves), the carry from each
+state output to its input (requantized where the scales differ), feeding a row of graph inputs (scaled and quantized
+as the graph needs), the map from graph outputs to raw units, the ``step_chunk`` subgraph's views, and the bounds
+beyond which an input is refused rather than fed.
+
+The fast path calls the interpreter's private C++ ``Invoke`` and holds ``tensor()`` views, which the public API
+forbids around ``invoke()``. Both are checked for once; an interpreter without them (a future LiteRT, a stripped
+build) gets the public ``set_tensor``/``invoke``/``get_tensor`` API on buffers of our own, with the same results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import warnings
+
+import numpy as np
+
+from .errors import ConcurrentUseError, ModelFormatError
+from .interpreter import backend_version, create_interpreter, load_backend, min_runtime_version
+from .metadata import CHUNK_SIGNATURE_KEY, ModelMetadata, StateSpec, metadata_from_file, read_model_file
+from .ranges import RangeGuard
+from .transform import Transform
+
+# A value this many training spans beyond the training range (train_max - train_min, per column of the graph input)
+# is not a reading but a glitch (a sensor's 1e30, a unit mix-up by 10^6): it is refused instead of fed. Ordinary
+# out-of-range values stay below this by orders of magnitude and are only counted by the range guard; far beyond it,
+# float32 arithmetic in the graph overflows and fills the state with NaN.
+REFUSE_SPANS = 1000.0
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+# The finiteness checks multiply by zeros (inf * 0 is NaN): on the error path numpy warns about it, and the error
+# raised says it better.
+warnings.filterwarnings("ignore", message="invalid value encountered in dot", category=RuntimeWarning,
+                        module=r"statelite\.(binding|runner|pool)")
+
+
+def quantize(x: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(x / scale) + zero_point, info.min, info.max).astype(dtype)
+
+
+class StatePair:
+    """One state tensor's input and output indices, and how to carry its value from output to input."""
+
+    __slots__ = ("spec", "in_index", "out_index", "dtype", "requant")
+
+    def __init__(self, spec: StateSpec, in_index: int, out_index: int):
+        self.spec, self.in_index, self.out_index = spec, in_index, out_index
+        self.dtype = np.dtype(spec.input.dtype)
+        self.requant = None
+        qi, qo = spec.input.quantization, spec.output.quantization
+        if self.dtype.kind == "i" and (qi.scale, qi.zero_point) != (qo.scale, qo.zero_point):
+            self.requant = (qo.scale / qi.scale, qo.zero_point, qi.zero_point)
+
+    def carry(self, q: np.ndarray) -> np.ndarray:
+        """The next input value from this step's output value (requantized when the scales differ)."""
+        if self.requant is None:
+            return q
+        ratio, zo, zi = self.requant
+        info = np.iinfo(self.dtype)
+        return np.clip(np.rint((q.astype(np.float32) - zo) * ratio) + zi, info.min, info.max).astype(self.dtype)
+
+    def to_real(self, q: np.ndarray) -> np.ndarray:
+        qi = self.spec.input.quantization
+        if self.dtype.kind != "i":
+            return q.astype(np.float32, copy=True)
+        return ((q.astype(np.float32) - qi.zero_point) * qi.scale).astype(np.float32)
+
+    def from_real(self, x: np.ndarray) -> np.ndarray:
+        qi = self.spec.input.quantization
+        if self.dtype.kind != "i":
+            return np.array(x, dtype=np.float32)
+        return quantize(np.asarray(x, dtype=np.float32), qi.scale, qi.zero_point, self.dtype)
+
+
+def has_fast_api(it, chunk_subgraph: int | None = None) -> bool:
+    """Whether the interpreter exposes the private calls the fast path uses (checked once, at binding)."""
+    w = getattr(it, "_interpreter", None)
+    if w is None or not callable(getattr(w, "Invoke", None)) or not callable(getattr(it, "tensor", None)):
+        return False
+    if chunk_subgraph is not None:
+        return callable(getattr(w, "tensor", None)) and callable(getattr(w, "AllocateTensors", None))
+    return True
+
+
+def refuse_bounds(md: ModelMetadata) -> tuple[np.ndarray, np.ndarray]:
+    """Per graph-input column (raw units, differenced when the model differences), the range beyond which a value is
+    refused: its scaled value must be finite in float32, and (when the model records ``input_range``) it must lie
+    within ``REFUSE_SPANS`` training spans of the training range."""
+    n = len(md.features)
+    with np.errstate(over="ignore"):
+        if md.graph_scales_inputs:
+            lo, hi = np.full(n, -FLOAT32_MAX), np.full(n, FLOAT32_MAX)
+        else:  # the host scales in float64, then casts to float32
+            offset, scale = np.asarray(md.scaler.feature_offset, float), np.abs(np.asarray(md.scaler.feature_scale, float))
+            lo, hi = offset - FLOAT32_MAX * scale, offset + FLOAT32_MAX * scale
+        r = md.input_range
+        if r is not None and r.train_min is not None and r.train_max is not None:
+            tlo, thi = np.asarray(r.train_min, float), np.asarray(r.train_max, float)
+            # A constant training column has no span: count one unit (or its magnitude) instead.
+            span = np.where(thi > tlo, thi - tlo, np.maximum(np.abs(thi), 1.0))
+            lo, hi = np.maximum(lo, tlo - REFUSE_SPANS * span), np.minimum(hi, thi + REFUSE_SPANS * span)
+    return lo, hi
+
+
+class GraphBinding:
+    """A model file bound to an interpreter: its tensors, state carry, input feed and output map.
+
+    Args:
+        path: a ``.tflite`` file written by ``statelite convert``.
+        backend, num_threads: as for ``StatefulRunner``.
+        fast: use the interpreter's private ``Invoke`` and tensor views when it has them (False: the public API).
+
+    Raises:
+        ModelFormatError, IncompatibleModelError, InterpreterNotFoundError: as ``StatefulRunner``.
+    """
+
+    def __init__(self, path, backend: str = "auto", num_threads: int | None = None, fast: bool = True):
+        self.path = os.fspath(path)
+        data, info = read_model_file(self.path)
+        md = metadata_from_file(info, source=self.path)
+        self.metadata: ModelMetadata = md
+        self.model_sha256 = hashlib.sha256(data).hexdigest()
+        self.model_size = len(data)
+        self.operators = info.used_operators
+        self.backend, interpreter_cls = load_backend(backend)
+        self.backend_version = backend_version(self.backend)
+        self.it = create_interpreter(
+            interpreter_cls, self.backend, data, self.path, num_threads, min_runtime_version(info)
+        )
+        signatures = {s.key: s for s in info.signatures}
+        sig = signatures.get(md.signature_key)
+        if sig is None:
+            raise ModelFormatError(
+                f"{self.path}: the metadata names signature {md.signature_key!r}, but the model has "
+                f"{sorted(signatures) or 'no signatures'}. Convert the model again."
+            )
+
+        def index(names: dict, name: str, kind: str) -> int:
+            if name not in names:
+                raise ModelFormatError(
+                    f"{self.path}: the metadata names {kind} {name!r}, but signature {sig.key!r} has {kind}s "
+                    f"{sorted(names)}. Convert the model again."
+                )
+            return names[name]
+
+        self.chunk = None
+        if md.chunk > 1:
+            chunk_sig = signatures.get(CHUNK_SIGNATURE_KEY)
+            if chunk_sig is None or md.chunk_x is None:
+                raise ModelFormatError(f"{self.path}: the metadata says chunk {md.chunk} but the model has no "
+                                       f"{CHUNK_SIGNATURE_KEY!r} signature. Convert the model again.")
+            self.chunk = (
+                chunk_sig.subgraph_index,
+                chunk_sig.inputs[md.x.name],
+                chunk_sig.outputs[md.y.name],
+                [(chunk_sig.inputs[s.input.name], chunk_sig.outputs[s.output.name]) for s in md.states],
+            )
+        if sig.subgraph_index != 0:
+            raise ModelFormatError(f"{self.path}: signature {sig.key!r} is not the primary subgraph. Convert again.")
+        self.x_index = index(sig.inputs, md.x.name, "input")
+        self.y_index = index(sig.outputs, md.y.name, "output")
+        self.pairs = [
+            StatePair(s, index(sig.inputs, s.input.name, "input"), index(sig.outputs, s.output.name, "output"))
+            for s in md.states
+        ]
+        self._check_shapes()
+        self.transform = Transform.from_metadata(md)
+        self.batch = md.batch
+        self.x_shape = tuple(md.x.shape)
+        self.in_shape = self.x_shape[1:] if self.batch == 1 else self.x_shape
+        hy = (md.horizon, len(md.targets))
+        self.y_shape = hy if self.batch == 1 else (self.batch,) + hy
+        self.xq = md.x.quantization
+        self.yq = md.y.quantization
+        self.x_dtype = np.dtype(md.x.dtype)
+        # Raw rows go straight into the graph when it holds the scaler and has float inputs and outputs.
+        self.direct = md.graph_scales_inputs and md.graph_scales_outputs and self.xq is None and self.yq is None
+        self.out_map = None if md.graph_scales_outputs else self.transform.output_map()
+        # Counts inputs outside the training range or clipped by an integer input (None: the model records neither).
+        self.guard = RangeGuard.for_model(md)
+        self.refuse_lo, self.refuse_hi = refuse_bounds(md)
+        # Held around every step: a second thread stepping at the same time gets ConcurrentUseError, not lost steps.
+        self.lock = threading.Lock()
+        self.fast = False
+        self.bind(fast)
+
+    def _check_shapes(self) -> None:
+        details = {d["index"]: d for d in self.it.get_input_details() + self.it.get_output_details()}
+        md = self.metadata
+        expected = [(self.x_index, md.x), (self.y_index, md.y)]
+        expected += [(p.in_index, p.spec.input) for p in self.pairs] + [(p.out_index, p.spec.output) for p in self.pairs]
+        for idx, spec in expected:
+            d = details.get(idx)
+            if d is None or tuple(d["shape"]) != spec.shape or np.dtype(d["dtype"]) != np.dtype(spec.dtype):
+                got = "absent" if d is None else f"shape {tuple(d['shape'])} {np.dtype(d['dtype'])}"
+                raise ModelFormatError(
+                    f"{self.path}: tensor {spec.name!r} should be shape {spec.shape} {spec.dtype} by the metadata; "
+                    f"the interpreter has it {got}. The file's metadata does not match its graph."
+                )
+
+    # -- binding -------------------------------------------------------------------------------------------------
+
+    def bind(self, fast: bool = True) -> None:
+        """(Re)bind the tensors, from ``pairs`` as they are now; the current state is kept.
+
+        Fast: numpy views of the interpreter's own tensors, and the C++ ``Invoke``. Otherwise (or when the interpreter
+        lacks those private calls): buffers of our own, copied in and out through the public API around ``invoke()``.
+        """
+        it = self.it
+        old_state = [np.array(v) for v in self.in_views] if getattr(self, "in_views", None) is not None else None
+        chunk_subgraph = None if self.chunk is None else self.chunk[0]
+        # Drop the old views first: the public invoke() refuses to run while views of the interpreter are alive.
+        self.xv = self.yv = self.yv_shaped = self.in_views = self.out_views = self.carry = None
+        self.chunk_xv = self.chunk_yv = self.chunk_in_views = self.chunk_out_views = None
+        self.fast = bool(fast) and has_fast_api(it, chunk_subgraph)
+        if self.fast:
+            if chunk_subgraph is not None and not getattr(self, "_chunk_allocated", False):
+                # Allocate the chunk subgraph before any view is held: allocation may move the tensors.
+                it._interpreter.AllocateTensors(chunk_subgraph)
+                self._chunk_allocated = True
+            self.invoke = it._interpreter.Invoke
+            self.xv = it.tensor(self.x_index)()
+            self.yv = it.tensor(self.y_index)()
+            self.in_views = [it.tensor(p.in_index)() for p in self.pairs]
+            self.out_views = [it.tensor(p.out_index)() for p in self.pairs]
+        else:
+            details = {d["index"]: d for d in it.get_input_details() + it.get_output_details()}
+
+            def buffer(index):
+                d = details[index]
+                return np.zeros(tuple(d["shape"]), d["dtype"])
+
+            self.invoke = self._public_invoke
+            self.xv, self.yv = buffer(self.x_index), buffer(self.y_index)
+            self.in_views = [buffer(p.in_index) for p in self.pairs]
+            self.out_views = [buffer(p.out_index) for p in self.pairs]
+        if old_state is not None:
+            for view, value in zip(self.in_views, old_state):
+                view[...] = value
+        self.yv_shaped = self.yv.reshape(self.y_shape)
+        self.plain_carry = all(p.requant is None for p in self.pairs)
+        self.carry = list(zip(self.in_views, self.out_views))
+        # The finiteness check of a step's results: float outputs only (integer tensors are always finite).
+        self.checks = [(v.reshape(-1), np.zeros(v.size, v.dtype)) for v in [self.yv, *self.out_views]
+                       if v.dtype.kind == "f"]
+        self.state_checks = [(v.reshape(-1), np.zeros(v.size, v.dtype)) for v in self.out_views if v.dtype.kind == "f"]
+        if self.chunk is not None:
+            self._bind_chunk()
+
+    def _bind_chunk(self) -> None:
+        subgraph, x_index, y_index, state_indices = self.chunk
+        if self.fast:
+            w = self.it._interpreter
+
+            def view(index):
+                return w.tensor(w, index, subgraph)
+
+            self.chunk_xv, self.chunk_yv = view(x_index), view(y_index)
+            self.chunk_in_views = [view(i) for i, _ in state_indices]
+            self.chunk_out_views = [view(o) for _, o in state_indices]
+            self.invoke_chunk = lambda: w.Invoke(subgraph)
+            return
+        md = self.metadata
+        runner = self.it.get_signature_runner(CHUNK_SIGNATURE_KEY)
+        ins, outs = runner.get_input_details(), runner.get_output_details()
+
+        def buffer(details, name):
+            return np.zeros(tuple(details[name]["shape"]), details[name]["dtype"])
+
+        self.chunk_xv, self.chunk_yv = buffer(ins, md.x.name), buffer(outs, md.y.name)
+        self.chunk_in_views = [buffer(ins, s.input.name) for s in md.states]
+        self.chunk_out_views = [buffer(outs, s.output.name) for s in md.states]
+
+        def invoke_chunk():
+            feed = {md.x.name: self.chunk_xv}
+            feed.update({s.input.name: v for s, v in zip(md.states, self.chunk_in_views)})
+            out = runner(**feed)
+            self.chunk_yv[...] = out[md.y.name]
+            for s, v in zip(md.states, self.chunk_out_views):
+                v[...] = out[s.output.name]
+
+        self.invoke_chunk = invoke_chunk
+
+    def _public_invoke(self) -> None:
+        it = self.it
+        it.set_tensor(self.x_index, self.xv)
+        for p, v in zip(self.pairs, self.in_views):
+            it.set_tensor(p.in_index, v)
+        it.invoke()
+        self.yv[...] = it.get_tensor(self.y_index)
+        for p, v in zip(self.pairs, self.out_views):
+            v[...] = it.get_tensor(p.out_index)
+
+    def invoke_failed(self, exc: Exception) -> ModelFormatError:
+        """The statelite error for an interpreter failure while invoking (one line naming the model)."""
+        from . import interpreter
+
+        helper = getattr(interpreter, "invoke_error", None)
+        if helper is not None:
+            return helper(exc, self.path)
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        return ModelFormatError(f"{self.path}: the interpreter ({self.backend}) failed to run the model: {text}")
+
+    # -- stepping ------------------------------------------------------------------------------------------------
+
+    def busy(self) -> ConcurrentUseError:
+        return ConcurrentUseError(
+            f"{self.path}: stepped from two threads at once. A runner or pool is single-threaded: give each thread "
+            f"its own, or hold a lock around every call."
+        )
+
+    def finite_results(self) -> bool:
+        """Whether this invoke's float outputs and next state are all finite (one dot product per tensor)."""
+        total = 0.0
+        for flat, zeros in self.checks:
+            total += flat.dot(zeros)  # 0 for finite values, NaN when any is NaN or inf
+        return total == 0.0
+
+    def refused(self, xin: np.ndarray):
+        """Columns' boolean mask of rows beyond the refuse bounds (``xin`` ``(..., features)``), or None if none."""
+        bad = (xin < self.refuse_lo) | (xin > self.refuse_hi)
+        return bad if bad.any() else None
+
+    def feed(self, xin: np.ndarray, lanes=None) -> None:
+        """Write graph inputs (raw rows, already differenced) into the input tensor: scaled and quantized as the
+        graph needs, after the range guard has seen them (only the rows of ``lanes``, when given: a pool's stepping
+        streams)."""
+        if self.guard is not None:
+            self.guard.check(xin if lanes is None else xin[lanes])
+        if self.direct:
+            self.xv[...] = xin
+            return
+        xm = self.transform.scale_diff(xin)
+        if self.xq is not None:
+            xm = quantize(xm, self.xq.scale, self.xq.zero_point, self.x_dtype)
+        self.xv[...] = xm
+
+    def raw_outputs(self, y: np.ndarray) -> np.ndarray:
+        """Flat float64 graph outputs (..., outputs) of a quantized or host-scaled graph in raw units (before adding
+        the level of a differencing model)."""
+        if self.yq is not None:
+            y = (y - self.yq.zero_point) * self.yq.scale
+        if self.out_map is not None:
+            y = y @ self.out_map[0] + self.out_map[1]
+        return y
+
+    def carry_state(self, lanes=None) -> None:
+        """Copy every state output into its paired input, in place (requantized where the scales differ); only the
+        rows of ``lanes`` when given."""
+        if lanes is None:
+            if self.plain_carry:
+                for view_in, view_out in self.carry:
+                    view_in[...] = view_out
+            else:
+                for p, (view_in, view_out) in zip(self.pairs, self.carry):
+                    view_in[...] = p.carry(view_out)
+        else:
+            for p, (view_in, view_out) in zip(self.pairs, self.carry):
+                view_in[lanes] = p.carry(view_out[lanes])
+
+    def nonfinite_lanes(self, lanes) -> np.ndarray:
+        """Per stepping lane (a batched graph), whether its forecast or next state has NaN or inf."""
+        bad = None
+        for flat, _ in self.checks:
+            rows = flat.reshape(self.batch, -1)[lanes]
+            lane_bad = ~np.isfinite(rows).all(axis=1)
+            bad = lane_bad if bad is None else bad | lane_bad
+        return bad
+
+
+__all__ = ["FLOAT32_MAX", "REFUSE_SPANS", "GraphBinding", "StatePair", "has_fast_api", "quantize", "refuse_bounds"]
