@@ -56,6 +56,7 @@ import secrets
 import stat
 import struct
 import threading
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Hashable, Iterator, Mapping
@@ -465,7 +466,7 @@ def _corrupt(path, why: str) -> StateFileError:
 # covers zipfile's "password required" and RecursionError; NotImplementedError an unknown compression.
 _PARSE_ERRORS = (
     OSError, ValueError, EOFError, KeyError, TypeError, IndexError, OverflowError, RuntimeError, SyntaxError,
-    zipfile.BadZipFile, zlib.error, struct.error, MemoryError,
+    zipfile.BadZipFile, zlib.error, struct.error, MemoryError, tokenize.TokenError,
 )
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
 
@@ -499,7 +500,10 @@ def _member_header(path, member, info: zipfile.ZipInfo) -> tuple[tuple, bool, np
     head = io.BytesIO(lead + member.read(size))
     npy_format.read_magic(head)
     read = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
-    shape, fortran, dtype = read(head)
+    try:
+        shape, fortran, dtype = read(head)
+    except Exception as exc:  # noqa: BLE001 numpy parses the text with ast and, failing that, tokenize: any of theirs
+        raise _corrupt(path, f"entry {name!r} has an unreadable .npy header ({type(exc).__name__}: {exc})") from None
     if head.read(1):
         raise _corrupt(path, f"entry {name!r} has an .npy header longer than it declares")
     return shape, bool(fortran), dtype, start + size

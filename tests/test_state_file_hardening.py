@@ -438,6 +438,19 @@ def test_issue10_huge_declared_shapes_refused(tmp_path, shape):
     assert peak < 4 * 1024 * 1024
 
 
+@pytest.mark.parametrize("text", [")", "{'descr': '<f4', 'shape': (1,", "{'descr': 'O', 'fortran_order': False, "
+                                  "'shape': (1, 8)}", "[1, 2]"])
+def test_unreadable_npy_headers_refused(tmp_path, text):
+    # ")" once escaped as tokenize.TokenError: numpy retries a header ast cannot parse through tokenize.
+    entries = _valid_entries(tmp_path)
+    blob = (text.ljust(117) + "\n").encode()
+    entries["h_0.npy"] = np.lib.format.MAGIC_PREFIX + b"\x01\x00" + struct.pack("<H", len(blob)) + blob + bytes(32)
+    path = tmp_path / "s.npz"
+    path.write_bytes(_raw_zip([_stored(n, d) for n, d in entries.items()]))
+    with pytest.raises(StateFileError, match="entry 'h_0.npy' (has an unreadable .npy header|is object)"):
+        load_state(path, SHA, SHAPES)
+
+
 def test_pickles_are_never_loaded(tmp_path):
     """numpy.load(allow_pickle=True) would run this pickle; the reader refuses the object dtype before reading it."""
     marker = tmp_path / "pwned"
