@@ -73,6 +73,19 @@ def number_text(draw) -> str:
     }[form]
 
 
+def garbage(line: bytes) -> tuple[bytes, str]:
+    """Random bytes, and what is certain about them: control bytes or broken UTF-8 make a bad row, blank text is a
+    blank line, anything else may happen to be a readable row."""
+    content = line[:-1] if line.endswith(b"\r") else line  # a CR before the newline is a CRLF line end
+    if re.search(rb"[\x00-\x08\x0a-\x1f\x7f]", content):
+        return line, BAD
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError:
+        return line, BAD
+    return line, BLANK if not text.strip() else EITHER
+
+
 @st.composite
 def row(draw, huge_kind: str) -> tuple[bytes, str]:
     """One input line (without its line end, unless the row chooses CRLF) and what run must do with it."""
@@ -123,7 +136,7 @@ def row(draw, huge_kind: str) -> tuple[bytes, str]:
         exponent = draw(st.integers(30, 308))
         return csv_line(time, f"{draw(st.sampled_from(['', '-']))}1e{exponent}"), huge_kind
     if kind == "garbage":
-        return draw(st.binary(min_size=1, max_size=40)).replace(b"\n", b""), EITHER
+        return garbage(draw(st.binary(min_size=1, max_size=40)).replace(b"\n", b""))
     return draw(st.sampled_from([b"", b"   ", b"\t", b" \t "])), BLANK
 
 
