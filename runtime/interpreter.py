@@ -10,8 +10,10 @@ import contextlib
 import importlib
 import os
 import re
+import tempfile
 
-from .errors import IncompatibleModelError, InterpreterNotFoundError, ModelFormatError
+from . import quiet
+from .errors import IncompatibleModelError, InterpreterNotFoundError, ModelFormatError, StateliteError
 
 BACKENDS = {
     "litert": ("ai_edge_litert.interpreter", "ai_edge_litert", "pip install ai-edge-litert"),
@@ -58,23 +60,55 @@ def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
 
 
+# What the interpreters print on fd 2 while loading a healthy model (once per process), and the prefix of the lines
+# they print before raising a load error that ``create_interpreter`` re-raises with more context.
+_LOAD_NOISE = re.compile(rb"^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.\s*$")
+_LOAD_ERROR_LINE = re.compile(rb"^ERROR: ")
+
+
 @contextlib.contextmanager
-def _native_stderr_silenced():
-    """Silence what the interpreter's C++ prints on file descriptor 2 while it loads (``INFO: Created TensorFlow
-    Lite XNNPACK delegate`` on every load, and load errors that statelite re-raises with more context), so that
-    ``statelite run`` keeps stderr for the user's bad-row reports."""
-    try:
-        saved = os.dup(2)
-    except OSError:  # no stderr at all
+def _native_stderr_filtered(failed: list):
+    """Hold back what the interpreter's C++ writes to file descriptor 2 while it loads, and write it back after,
+    minus the XNNPACK ``INFO`` line (and, when ``failed`` is non-empty at the end, its ``ERROR:`` lines, which the
+    raised statelite error replaces), so ``statelite run`` keeps stderr for the user's bad-row reports.
+
+    fd 2 is process-wide: this holds ``statelite.quiet``'s lock for the whole switch, so two threads never
+    interleave their switches (which once left the process's stderr on /dev/null), and text other threads write
+    meanwhile is delayed, never lost. If another thread holds the lock for over 2 s (a TensorFlow conversion inside
+    ``quiet.filtered_stderr``), the load runs unfiltered rather than waiting longer.
+    """
+    if os.environ.get(quiet.SHOW_ALL_ENV, "").strip() not in ("", "0") or not quiet._lock.acquire(timeout=2.0):
         yield
         return
     try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr at all: nothing to protect
             yield
+            return
+        try:
+            capture = tempfile.TemporaryFile()
+        except OSError:  # no writable temporary directory: better noisy than broken
+            os.close(saved)
+            yield
+            return
+        with capture:
+            quiet._flush_python_stderr()
+            os.dup2(capture.fileno(), 2)
+            try:
+                yield
+            finally:
+                quiet._flush_python_stderr()
+                os.dup2(saved, 2)
+                os.close(saved)
+                capture.seek(0)
+                kept = [
+                    line for line in capture.read().splitlines(keepends=True)
+                    if not _LOAD_NOISE.match(line) and not (failed and _LOAD_ERROR_LINE.match(line))
+                ]
+                quiet._write_all(2, b"".join(kept))
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        quiet._lock.release()
 
 
 _OP_ERROR = re.compile(r"builtin opcode '(\w+)' version '(\d+)'")
@@ -94,13 +128,18 @@ def create_interpreter(
     ``needs`` is the model's ``min_runtime_version`` (written by the TFLite converter), so an error can say which
     interpreter version would load it.
     """
+    failed: list = []
     try:
-        with _native_stderr_silenced():
-            it = interpreter_cls(model_content=model, num_threads=num_threads)
-            it.allocate_tensors()
+        with _native_stderr_filtered(failed):
+            try:
+                it = interpreter_cls(model_content=model, num_threads=num_threads)
+                it.allocate_tensors()
+            except Exception:
+                failed.append(True)
+                raise
         return it
-    except (ValueError, RuntimeError) as exc:
-        text = str(exc)
+    except (ValueError, RuntimeError, TypeError, MemoryError, SystemError) as exc:
+        text = " ".join(str(exc).split()) or type(exc).__name__
         match = _OP_ERROR.search(text)
         if match:
             op, version = match.group(1), int(match.group(2))
@@ -113,4 +152,22 @@ def create_interpreter(
                 f"{backend_version(backend)}) cannot run; {newer} would load it (pip install -U ai-edge-litert). "
                 f"For tflite-runtime 2.14 devices, convert with --target tflite-runtime-2.14."
             ) from None
-        raise ModelFormatError(f"{source}: the interpreter ({backend}) could not load the model: {text.strip()}") from None
+        raise ModelFormatError(
+            f"{source}: the interpreter ({backend}) could not load the model: {text[:300]}. Copy the file again from "
+            f"the machine that converted it, or convert it again."
+        ) from None
+
+
+def invoke_error(exc: BaseException, source: str, backend: str = "interpreter") -> StateliteError:
+    """The statelite error to raise for an exception from the interpreter's ``Invoke`` (or ``AllocateTensors``) on a
+    model that loaded: one line naming the file, the interpreter and its message.
+
+    Use as ``except (RuntimeError, ValueError) as exc: raise invoke_error(exc, self.path, self.backend) from None``.
+    """
+    if isinstance(exc, StateliteError):
+        return exc
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return ModelFormatError(
+        f"{source}: the interpreter ({backend}) failed to run the model: {text[:300]}. The graph loaded but does "
+        f"not run; convert the model again (and check it with 'statelite verify')."
+    )

@@ -9,13 +9,105 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
+import stat
 
 from .errors import IncompatibleModelError, ModelFormatError
+from .integrity import check_integrity
 from .tflite_file import TFLiteFile, read_tflite
 
 METADATA_NAME = "statelite"
 FORMAT_VERSION = 1
 CHUNK_SIGNATURE_KEY = "step_chunk"  # sorts after "step", so the step signature stays the primary subgraph
+# The largest model file read: statelite's models are kilobytes to a few megabytes; a bigger "model" is the wrong
+# file (or /dev/zero), and reading it whole would exhaust a small device's memory.
+MAX_MODEL_BYTES = 256 * 1024 * 1024
+_DTYPES = ("float32", "float16", "int8", "uint8", "int16", "int32")
+
+
+class _Bad(ValueError):
+    """Internal: a metadata value of the wrong type or range (becomes a ``ModelFormatError``)."""
+
+
+def _int(v, what: str, low: int = 0, high: int = 1 << 31) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+        raise _Bad(f"{what} must be an integer in [{low}, {high}]; received {v!r:.60}")
+    return v
+
+
+def _float(v, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise _Bad(f"{what} must be a finite number; received {v!r:.60}")
+    return float(v)
+
+
+def _str(v, what: str) -> str:
+    if not isinstance(v, str):
+        raise _Bad(f"{what} must be a string; received {v!r:.60}")
+    return v
+
+
+def _bool(v, what: str) -> bool:
+    if not isinstance(v, bool):
+        raise _Bad(f"{what} must be true or false; received {v!r:.60}")
+    return v
+
+
+def _list(v, what: str) -> list:
+    if not isinstance(v, list):
+        raise _Bad(f"{what} must be a list; received {v!r:.60}")
+    return v
+
+
+def _dict(v, what: str) -> dict:
+    if not isinstance(v, dict):
+        raise _Bad(f"{what} must be an object; received {v!r:.60}")
+    return v
+
+
+def _floats(v, what: str) -> tuple[float, ...]:
+    return tuple(_float(x, f"{what}[{i}]") for i, x in enumerate(_list(v, what)))
+
+
+def _number(v, what: str) -> float:
+    """A number that may be NaN (parity figures of an empty comparison are), not a string or a list."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise _Bad(f"{what} must be a number; received {v!r:.60}")
+    return float(v)
+
+
+def _check_parity(p) -> None:
+    """The parity record is information (``inspect`` prints it), but its figures must be numbers to print."""
+    if p is None:
+        return
+    p = _dict(p, "parity")
+    for key in ("max_abs", "rmse", "max_abs_norm", "rmse_norm", "drift_first_tenth", "drift_last_tenth"):
+        if key in p:
+            _number(p[key], f"parity {key}")
+    if "tolerance" in p:
+        for key, v in _dict(p["tolerance"], "parity tolerance").items():
+            _number(v, f"parity tolerance {key}")
+
+
+def _check_calibration(c) -> None:
+    """Per tensor ``{min, max}``: two numbers, or two lists of numbers of one length (per column)."""
+    if c is None:
+        return
+    c = _dict(c, "calibration")
+    for name, t in _dict(c.get("tensors", {}), "calibration tensors").items():
+        t = _dict(t, f"calibration of {name!r}")
+        lo, hi = t["min"], t["max"]
+        if isinstance(lo, list) or isinstance(hi, list):
+            if len(_floats(lo, f"calibration {name!r} min")) != len(_floats(hi, f"calibration {name!r} max")):
+                raise _Bad(f"calibration of {name!r}: min and max of different lengths")
+        else:
+            _float(lo, f"calibration {name!r} min")
+            _float(hi, f"calibration {name!r} max")
+
+
+def _strs(v, what: str) -> tuple[str, ...]:
+    return tuple(_str(x, f"{what}[{i}]") for i, x in enumerate(_list(v, what)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +122,13 @@ class Quantization:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> Quantization | None:
-        return None if d is None else cls(float(d["scale"]), int(d["zero_point"]))
+        if d is None:
+            return None
+        d = _dict(d, "quantization")
+        scale = _float(d["scale"], "quantization scale")
+        if scale <= 0:
+            raise _Bad(f"quantization scale must be positive; received {scale!r}")
+        return cls(scale, _int(d["zero_point"], "quantization zero_point", -(1 << 31), 1 << 31))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +146,16 @@ class TensorSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> TensorSpec:
-        return cls(d["name"], tuple(int(s) for s in d["shape"]), d["dtype"], Quantization.from_dict(d.get("quantization")))
+        d = _dict(d, "tensor")
+        name = _str(d["name"], "tensor name")
+        shape = tuple(_int(s, f"shape of {name!r}", 1, 1 << 24) for s in _list(d["shape"], f"shape of {name!r}"))
+        dtype = _str(d["dtype"], f"dtype of {name!r}")
+        if dtype not in _DTYPES:
+            raise _Bad(f"dtype of {name!r} must be one of {', '.join(_DTYPES)}; received {dtype!r:.40}")
+        q = Quantization.from_dict(d.get("quantization"))
+        if q is None and dtype not in ("float32", "float16"):
+            raise _Bad(f"integer tensor {name!r} ({dtype}) has no quantization")
+        return cls(name, shape, dtype, q)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +183,14 @@ class StateSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> StateSpec:
-        return cls(d["name"], int(d["layer"]), d["kind"], TensorSpec.from_dict(d["input"]), TensorSpec.from_dict(d["output"]))
+        d = _dict(d, "state")
+        kind = _str(d["kind"], "state kind")
+        if kind not in ("h", "c"):
+            raise _Bad(f"state kind must be 'h' or 'c'; received {kind!r:.20}")
+        return cls(
+            _str(d["name"], "state name"), _int(d["layer"], "state layer", 0, 1 << 16), kind,
+            TensorSpec.from_dict(d["input"]), TensorSpec.from_dict(d["output"]),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,13 +208,17 @@ class Scaler:
 
     @classmethod
     def from_dict(cls, d: dict) -> Scaler:
-        return cls(
-            d["kind"],
-            tuple(map(float, d["feature_offset"])),
-            tuple(map(float, d["feature_scale"])),
-            tuple(map(float, d["target_offset"])),
-            tuple(map(float, d["target_scale"])),
+        d = _dict(d, "scaler")
+        out = cls(
+            _str(d["kind"], "scaler kind"),
+            _floats(d["feature_offset"], "scaler feature_offset"),
+            _floats(d["feature_scale"], "scaler feature_scale"),
+            _floats(d["target_offset"], "scaler target_offset"),
+            _floats(d["target_scale"], "scaler target_scale"),
         )
+        if 0.0 in out.feature_scale or 0.0 in out.target_scale:
+            raise _Bad("a scaler scale is zero (values are divided by it)")
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,12 +245,18 @@ class InputRange:
     def from_dict(cls, d: dict | None) -> InputRange | None:
         if d is None:
             return None
+        d = _dict(d, "input_range")
 
         def floats(key):
             v = d.get(key)
-            return None if v is None else tuple(map(float, v))
+            return None if v is None else _floats(v, f"input_range {key}")
 
-        return cls(str(d["basis"]), floats("train_min"), floats("train_max"), floats("clip_min"), floats("clip_max"))
+        basis = _str(d["basis"], "input_range basis")
+        if basis not in ("value", "difference"):
+            raise _Bad(f"input_range basis must be 'value' or 'difference'; received {basis!r:.30}")
+        if floats("train_min") is None or floats("train_max") is None:
+            raise _Bad("input_range has no train_min or train_max")
+        return cls(basis, floats("train_min"), floats("train_max"), floats("clip_min"), floats("clip_max"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +291,10 @@ class ModelMetadata:
     input_range: InputRange | None = None
     versions: dict = dataclasses.field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    # The name of the metadata entry holding the file's content digest ("statelite_sha256"), set by the converter
+    # when it seals the file: a file whose digest entry went missing (a damaged name or table) is then refused
+    # instead of loading as one converted before digests. None in older files.
+    content_digest: str | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -200,13 +328,33 @@ class ModelMetadata:
             "parity": self.parity,
             "calibration": self.calibration,
             "input_range": self.input_range.to_dict() if self.input_range else None,
+            **({"content_digest": self.content_digest} if self.content_digest else {}),
         }
 
     def to_json(self) -> bytes:
         return json.dumps(self.to_dict(), indent=1, sort_keys=False).encode("utf-8")
 
     @classmethod
-    def from_dict(cls, d: dict) -> ModelMetadata:
+    def from_dict(cls, d: dict, source: str = "model") -> ModelMetadata:
+        """The metadata from its JSON object; any missing key or value of the wrong type is a ``ModelFormatError``.
+
+        Raises:
+            ModelFormatError: a field is missing, of the wrong type, or out of range.
+            IncompatibleModelError: a newer format version than this statelite reads.
+        """
+        try:
+            return cls._from_dict(_dict(d, "the metadata"))
+        except (ModelFormatError, IncompatibleModelError):
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError) as exc:
+            what = f"field {exc} is missing" if isinstance(exc, KeyError) else str(exc)
+            raise ModelFormatError(
+                f"{source}: the statelite metadata entry is unreadable ({what}). "
+                f"Convert the model again with 'statelite convert'."
+            ) from None
+
+    @classmethod
+    def _from_dict(cls, d: dict) -> ModelMetadata:
         version = d.get("format_version")
         if not isinstance(version, int) or version < 1:
             raise ModelFormatError(f"statelite metadata has no valid format_version; received {version!r}.")
@@ -216,33 +364,39 @@ class ModelMetadata:
                 f"(up to {FORMAT_VERSION}). Upgrade statelite on this device (pip install -U statelite), or convert "
                 f"the model with the statelite version installed here."
             )
+        chunk_sig = d.get("chunk_signature")
+        chunk_sig = None if chunk_sig is None else _dict(chunk_sig, "chunk_signature")
+        time_column = d.get("time_column")
+        _check_parity(d.get("parity"))
+        _check_calibration(d.get("calibration"))
         return cls(
-            signature_key=d["signature_key"],
+            signature_key=_str(d["signature_key"], "signature_key"),
             x=TensorSpec.from_dict(d["x"]),
             y=TensorSpec.from_dict(d["y"]),
-            states=tuple(StateSpec.from_dict(s) for s in d["states"]),
-            features=tuple(d["features"]),
-            targets=tuple(d["targets"]),
-            time_column=d.get("time_column"),
-            horizon=int(d["horizon"]),
+            states=tuple(StateSpec.from_dict(s) for s in _list(d["states"], "states")),
+            features=_strs(d["features"], "features"),
+            targets=_strs(d["targets"], "targets"),
+            time_column=None if time_column is None else _str(time_column, "time_column"),
+            horizon=_int(d["horizon"], "horizon", 1, 1 << 20),
             scaler=Scaler.from_dict(d["scaler"]),
-            graph_scales_inputs=bool(d.get("graph_scales_inputs", False)),
-            graph_scales_outputs=bool(d.get("graph_scales_outputs", False)),
-            difference=bool(d["difference"]),
-            layers=tuple(d["layers"]),
-            quant=d["quant"],
-            io=d["io"],
-            batch=int(d["batch"]),
-            chunk=int(d.get("chunk", 1)),
-            chunk_x=TensorSpec.from_dict(d["chunk_signature"]["x"]) if d.get("chunk_signature") else None,
-            chunk_y=TensorSpec.from_dict(d["chunk_signature"]["y"]) if d.get("chunk_signature") else None,
-            target=d["target"],
-            warmup_steps=int(d["warmup_steps"]),
+            graph_scales_inputs=_bool(d.get("graph_scales_inputs", False), "graph_scales_inputs"),
+            graph_scales_outputs=_bool(d.get("graph_scales_outputs", False), "graph_scales_outputs"),
+            difference=_bool(d["difference"], "difference"),
+            layers=tuple(_dict(layer, "a layer") for layer in _list(d["layers"], "layers")),
+            quant=_str(d["quant"], "quant"),
+            io=_str(d["io"], "io"),
+            batch=_int(d["batch"], "batch", 1, 1 << 20),
+            chunk=_int(d.get("chunk", 1), "chunk", 1, 1 << 20),
+            chunk_x=TensorSpec.from_dict(chunk_sig["x"]) if chunk_sig else None,
+            chunk_y=TensorSpec.from_dict(chunk_sig["y"]) if chunk_sig else None,
+            target=_str(d["target"], "target"),
+            warmup_steps=_int(d["warmup_steps"], "warmup_steps", 0, 1 << 40),
             parity=d.get("parity"),
             calibration=d.get("calibration"),
             input_range=InputRange.from_dict(d.get("input_range")),
-            versions=dict(d.get("versions", {})),
+            versions=dict(_dict(d.get("versions", {}), "versions")),
             format_version=version,
+            content_digest=None if d.get("content_digest") is None else _str(d["content_digest"], "content_digest"),
         )
 
     @classmethod
@@ -251,30 +405,79 @@ class ModelMetadata:
             d = json.loads(raw.decode("utf-8"))
             if not isinstance(d, dict) or d.get("format") != METADATA_NAME:
                 raise ValueError(f"expected a JSON object with format 'statelite', received {str(d)[:60]!r}")
-            return cls.from_dict(d)
-        except (ValueError, KeyError, TypeError) as exc:
-            if isinstance(exc, ModelFormatError):
-                raise
+        except (ValueError, KeyError, TypeError, RecursionError, OverflowError) as exc:
             raise ModelFormatError(
                 f"{source}: the statelite metadata entry is unreadable ({type(exc).__name__}: {exc}). "
                 f"Convert the model again with 'statelite convert'."
             ) from None
+        return cls.from_dict(d, source=source)
 
 
 def read_model_file(path) -> tuple[bytes, TFLiteFile]:
-    """Read a ``.tflite`` file and parse its flatbuffer, with clear errors for missing or foreign files."""
+    """Read a ``.tflite`` file, parse its flatbuffer and check its content digest, before any interpreter sees it.
+
+    Only a regular file of at most ``MAX_MODEL_BYTES`` is read (a FIFO would block, a device such as ``/dev/zero``
+    never ends). The returned ``TFLiteFile`` has ``integrity`` ``"verified"`` or ``"not recorded"``.
+
+    Raises:
+        ModelFormatError: missing, not a regular file, too large, unreadable, not a TFLite model, truncated or
+            corrupt, or its bytes do not match the digest recorded at conversion.
+    """
+    source = os.fspath(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        st = os.stat(path)
     except FileNotFoundError:
-        raise ModelFormatError(f"model file not found: {path}. Expected a .tflite file written by 'statelite convert'.") from None
-    except IsADirectoryError:
-        raise ModelFormatError(f"expected a .tflite file, received a directory: {path}.") from None
-    return data, read_tflite(data, source=str(path))
+        raise ModelFormatError(f"model file not found: {source}. Expected a .tflite file written by 'statelite convert'.") from None
+    except (OSError, ValueError, TypeError) as exc:
+        raise ModelFormatError(f"cannot read the model file {source}: {exc}.") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ModelFormatError(f"expected a .tflite file, received a directory: {source}.")
+    if not stat.S_ISREG(st.st_mode):
+        raise ModelFormatError(
+            f"expected a regular .tflite file, received a {_file_kind(st.st_mode)}: {source}. Copy the model to a file."
+        )
+    if st.st_size > MAX_MODEL_BYTES:
+        raise ModelFormatError(
+            f"{source} is too large for a statelite model: expected at most {MAX_MODEL_BYTES:,} bytes, received "
+            f"{st.st_size:,} bytes. Pass the .tflite file that 'statelite convert' wrote."
+        )
+    try:
+        # O_NONBLOCK: should the path be swapped for a FIFO after the check, opening it does not hang.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(MAX_MODEL_BYTES + 1)
+    except OSError as exc:
+        raise ModelFormatError(f"cannot read the model file {source}: {exc.strerror or exc}.") from None
+    if data is None or len(data) > MAX_MODEL_BYTES:
+        raise ModelFormatError(
+            f"{source} is too large for a statelite model (or not a regular file): expected at most "
+            f"{MAX_MODEL_BYTES:,} bytes."
+        )
+    info = read_tflite(data, source=source)
+    integrity = check_integrity(data, info, source=source)
+    return data, dataclasses.replace(info, integrity=integrity)
 
 
-def metadata_from_file(info: TFLiteFile, source: str = "model") -> ModelMetadata:
-    """The statelite metadata of a parsed model, or a ``ModelFormatError`` that says how to get it."""
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def metadata_from_file(info: TFLiteFile, source: str = "model", check: bool = True) -> ModelMetadata:
+    """The statelite metadata of a parsed model, checked against its graph (``check_against_graph``).
+
+    Args:
+        info: the parsed file.
+        source: the file's name for messages.
+        check: check every field against the graph (turn off only to read a file's metadata as it is).
+
+    Raises:
+        ModelFormatError: no statelite metadata, unreadable, or not matching the graph.
+        IncompatibleModelError: metadata of a newer format version than this statelite reads.
+    """
     raw = info.metadata.get(METADATA_NAME)
     if raw is None:
         present = ", ".join(sorted(info.metadata)) or "none"
@@ -283,7 +486,137 @@ def metadata_from_file(info: TFLiteFile, source: str = "model") -> ModelMetadata
             f"statelite runs models written by 'statelite convert', which embeds the state names, scaler and "
             f"tolerances the device needs; convert your Keras model with it."
         )
-    return ModelMetadata.from_json(raw, source=source)
+    md = ModelMetadata.from_json(raw, source=source)
+    if check:
+        check_against_graph(md, info, source=source)
+    return md
+
+
+def _mismatch(source: str, expected: str, received: str) -> ModelFormatError:
+    return ModelFormatError(
+        f"{source}: the file's metadata does not match its graph: expected {expected}, received {received}; "
+        f"convert the model again."
+    )
+
+
+def _same_scale(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-6 * max(abs(a), abs(b))
+
+
+def _check_tensor(spec: TensorSpec, tensors: dict, side: str, sig_key: str, source: str) -> None:
+    t = tensors.get(spec.name)
+    if t is None:
+        raise _mismatch(source, f"{side} {spec.name!r} in signature {sig_key!r}", f"{side}s {sorted(tensors)}")
+    if tuple(t.shape) != tuple(spec.shape) or t.dtype != spec.dtype:
+        raise _mismatch(
+            source, f"{side} {spec.name!r} of shape {tuple(spec.shape)} {spec.dtype}",
+            f"shape {tuple(t.shape)} {t.dtype} in the graph",
+        )
+    q = spec.quantization
+    if q is not None and t.scale is not None and not (_same_scale(q.scale, t.scale) and q.zero_point == t.zero_point):
+        raise _mismatch(
+            source, f"{side} {spec.name!r} quantized with scale {q.scale:.6g}, zero point {q.zero_point}",
+            f"scale {t.scale:.6g}, zero point {t.zero_point} in the graph",
+        )
+
+
+def check_against_graph(md: ModelMetadata, info: TFLiteFile, source: str = "model") -> None:
+    """Check every metadata field the runtime uses against the graph and against the other fields.
+
+    The signature's inputs and outputs are exactly ``x``, ``y`` and the states, with the recorded names, shapes,
+    dtypes and quantization; ``batch`` is every shape's first dimension; ``x`` is ``(batch, features)`` and ``y``
+    ``(batch, horizon * targets)``; the scaler and input range have one value per column; each recurrent layer has
+    its ``h`` state (and an LSTM its ``c``) of its units; a chunk signature matches. A file that passes runs without
+    a shape surprise at the first step.
+
+    Raises:
+        ModelFormatError: the first mismatch, as "expected ..., received ...".
+    """
+    sigs = {s.key: s for s in info.signatures}
+    sig = sigs.get(md.signature_key)
+    if sig is None:
+        raise _mismatch(source, f"signature {md.signature_key!r}", f"signatures {sorted(sigs) or 'none'}")
+    n_f, n_t, b = len(md.features), len(md.targets), md.batch
+    if not n_f or not n_t:
+        raise _mismatch(source, "at least one feature and one target", f"{n_f} features, {n_t} targets")
+    for what, names in (("features", md.features), ("targets", md.targets)):
+        if len(set(names)) != len(names):
+            raise _mismatch(source, f"distinct {what}", f"{list(names)}")
+    if md.difference and not set(md.targets) <= set(md.features):
+        raise _mismatch(source, "with differencing, every target among the features",
+                        f"targets {list(md.targets)}, features {list(md.features)}")
+    if md.x.shape != (b, n_f):
+        raise _mismatch(source, f"x of shape (batch {b}, {n_f} features)", f"x {md.x.shape}")
+    if md.y.shape != (b, md.horizon * n_t):
+        raise _mismatch(source, f"y of shape (batch {b}, horizon {md.horizon} x {n_t} targets)", f"y {md.y.shape}")
+    sc = md.scaler
+    for what, values, n in (("feature_offset", sc.feature_offset, n_f), ("feature_scale", sc.feature_scale, n_f),
+                            ("target_offset", sc.target_offset, n_t), ("target_scale", sc.target_scale, n_t)):
+        if len(values) != n:
+            raise _mismatch(source, f"scaler {what} of {n} values", f"{len(values)}")
+    r = md.input_range
+    if r is not None:
+        for what in ("train_min", "train_max", "clip_min", "clip_max"):
+            values = getattr(r, what)
+            if values is not None and len(values) != n_f:
+                raise _mismatch(source, f"input_range {what} of {n_f} values", f"{len(values)}")
+        if (r.clip_min is None) != (r.clip_max is None):
+            raise _mismatch(source, "input_range clip_min and clip_max both or neither", "only one")
+    # Each layer: {cell, units}; its states: h, and c for an LSTM.
+    kinds: dict[int, list[str]] = {}
+    for s in md.states:
+        kinds.setdefault(s.layer, []).append(s.kind)
+    for i, layer in enumerate(md.layers):
+        cell, units = layer.get("cell"), layer.get("units")
+        if not isinstance(cell, str) or isinstance(units, bool) or not isinstance(units, int) or units < 1:
+            raise _mismatch(source, f"layer {i} as {{cell, units}}", f"{str(layer)[:60]}")
+        want = ["h", "c"] if "lstm" in cell.lower() else ["h"]
+        if sorted(kinds.get(i, [])) != sorted(want):
+            raise _mismatch(source, f"layer {i} ({cell}) with states {want}", f"{kinds.get(i, [])}")
+    if set(kinds) - set(range(len(md.layers))):
+        raise _mismatch(source, f"states of layers 0..{len(md.layers) - 1}", f"layers {sorted(kinds)}")
+    names = [s.name for s in md.states]
+    ins = [md.x.name] + [s.input.name for s in md.states]
+    outs = [md.y.name] + [s.output.name for s in md.states]
+    if len(set(names)) != len(names) or len(set(ins)) != len(ins) or len(set(outs)) != len(outs):
+        raise _mismatch(source, "distinct state, input and output names", f"inputs {ins}, outputs {outs}")
+    if set(ins) != set(sig.input_tensors) or set(outs) != set(sig.output_tensors):
+        raise _mismatch(
+            source, f"signature {sig.key!r} with inputs {sorted(ins)} and outputs {sorted(outs)}",
+            f"inputs {sorted(sig.input_tensors)} and outputs {sorted(sig.output_tensors)}",
+        )
+    units_of = {i: layer["units"] for i, layer in enumerate(md.layers)}
+    for s in md.states:
+        if s.input.shape != s.output.shape or s.input.dtype != s.output.dtype:
+            raise _mismatch(source, f"state {s.name!r} in and out of one shape and dtype",
+                            f"{s.input.shape} {s.input.dtype} and {s.output.shape} {s.output.dtype}")
+        if s.input.shape != (b, units_of[s.layer]):
+            raise _mismatch(source, f"state {s.name!r} of shape (batch {b}, {units_of[s.layer]} units)",
+                            f"{s.input.shape}")
+    _check_tensor(md.x, sig.input_tensors, "input", sig.key, source)
+    _check_tensor(md.y, sig.output_tensors, "output", sig.key, source)
+    for s in md.states:
+        _check_tensor(s.input, sig.input_tensors, "input", sig.key, source)
+        _check_tensor(s.output, sig.output_tensors, "output", sig.key, source)
+    if md.chunk > 1:
+        chunk = sigs.get(CHUNK_SIGNATURE_KEY)
+        if chunk is None or md.chunk_x is None or md.chunk_y is None:
+            raise _mismatch(source, f"chunk {md.chunk}: a {CHUNK_SIGNATURE_KEY!r} signature and its x and y",
+                            f"signatures {sorted(sigs)}")
+        if md.chunk_x.shape != (b, md.chunk, n_f) or md.chunk_y.shape != (b, md.chunk, md.horizon * n_t):
+            raise _mismatch(source, f"chunk x {(b, md.chunk, n_f)} and y {(b, md.chunk, md.horizon * n_t)}",
+                            f"x {md.chunk_x.shape} and y {md.chunk_y.shape}")
+        if md.chunk_x.name != md.x.name or md.chunk_y.name != md.y.name:
+            raise _mismatch(source, f"chunk x and y named {md.x.name!r}, {md.y.name!r}",
+                            f"{md.chunk_x.name!r}, {md.chunk_y.name!r}")
+        if set(ins) != set(chunk.input_tensors) or set(outs) != set(chunk.output_tensors):
+            raise _mismatch(source, f"signature {chunk.key!r} with the step's input and output names",
+                            f"inputs {sorted(chunk.input_tensors)}, outputs {sorted(chunk.output_tensors)}")
+        _check_tensor(md.chunk_x, chunk.input_tensors, "input", chunk.key, source)
+        _check_tensor(md.chunk_y, chunk.output_tensors, "output", chunk.key, source)
+        for s in md.states:
+            _check_tensor(s.input, chunk.input_tensors, "input", chunk.key, source)
+            _check_tensor(s.output, chunk.output_tensors, "output", chunk.key, source)
 
 
 def read_metadata(path) -> ModelMetadata:
