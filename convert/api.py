@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 
 import statelite
 from statelite.errors import BadInputError, CheckFailed, IncompatibleModelError
+from statelite.golden import GOLDEN_FORMAT_VERSION, golden_path_for, write_golden
 from statelite.metadata import InputRange, ModelMetadata, Quantization, StateSpec, TensorSpec
 from statelite.tflite_file import read_tflite
 from statelite.transform import Transform
@@ -32,7 +32,7 @@ from .step_graph import (
     state_names,
 )
 
-GOLDEN_FORMAT_VERSION = 1
+__all__ = ["GOLDEN_FORMAT_VERSION", "ConvertResult", "convert", "golden_path_for"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,11 +55,6 @@ class ConvertResult:
         """Write this conversion to ``out`` again with ``auto``'s record of what it tried in the parity metadata."""
         written = dataclasses.replace(self.written, config=config)
         return written.write(Path(out), log, auto=auto)
-
-
-def golden_path_for(model_path) -> Path:
-    p = Path(model_path)
-    return p.with_name(p.stem + ".golden.npz")
 
 
 def _tensor_spec(name: str, detail: dict) -> TensorSpec:
@@ -392,7 +387,7 @@ class _Written:
         _write_atomic(out, final)
         golden = golden_path_for(out)
         n = min(self.config.golden_steps, len(self.rows))
-        _write_golden(golden, final, metadata, self.rows[:n], self.keras_y[:n], self.scale, self.tol)
+        write_golden(golden, final, metadata, self.rows[:n], self.keras_y[:n], self.scale, self.tol)
         quant = self.config.quant
         table = parity_mod.format_table(self.parity, quant)
         log(f"parity over the test split ({'PASS' if not self.problems else 'FAIL'}):\n{table}")
@@ -408,22 +403,4 @@ def _write_atomic(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _write_golden(
-    path: Path, model: bytes, md: ModelMetadata, x: np.ndarray, y: np.ndarray, scale: np.ndarray, tol: dict
-) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(
-        tmp,
-        format_version=np.int64(GOLDEN_FORMAT_VERSION),
-        model_sha256=np.str_(hashlib.sha256(model).hexdigest()),
-        quant=np.str_(md.quant),
-        x=x.astype(np.float64),
-        y_keras=y.astype(np.float64),
-        target_scale=np.asarray(scale, np.float64),
-        tol_max_abs=np.float64(tol["max_abs"]),
-        tol_rmse=np.float64(tol["rmse"]),
-    )
     os.replace(tmp, path)

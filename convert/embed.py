@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from statelite.integrity import DIGEST_NAME, PLACEHOLDER, declare_digest, seal
 from statelite.metadata import METADATA_NAME
 
 _ALIGN = 16
@@ -129,8 +130,11 @@ def _widen_outputs(m, schema, output_name: str, factor: float) -> int:
 
 def finalize(model: bytes, payload: bytes, output_headroom: float = 1.0) -> bytes:
     """``model`` with the ``statelite`` metadata entry set to ``payload`` (replacing any earlier one), explicit zero
-    biases on integer FULLY_CONNECTED operators that lack one, 16-byte aligned buffers, and with
-    ``output_headroom > 1`` an int16 forecast tensor's range widened that many times (see ``_widen_outputs``)."""
+    biases on integer FULLY_CONNECTED operators that lack one, 16-byte aligned buffers, with ``output_headroom > 1``
+    an int16 forecast tensor's range widened that many times (see ``_widen_outputs``), and sealed: a
+    ``statelite_sha256`` entry holding the SHA-256 of the file's content, which the runtime checks before it creates
+    an interpreter (written as 64 '0' placeholder characters, the file hashed with them in place, and the digest
+    written over them; the metadata JSON names that entry in ``content_digest``; see ``statelite.integrity``)."""
     import flatbuffers
     from tensorflow.lite.python import schema_py_generated as schema
 
@@ -143,14 +147,17 @@ def finalize(model: bytes, payload: bytes, output_headroom: float = 1.0) -> byte
     _add_zero_biases(m, schema, buffer_cls)
     if output_headroom > 1.0:
         _widen_outputs(m, schema, "y", output_headroom)
-    entries = [e for e in (m.metadata or []) if e.name not in (METADATA_NAME, METADATA_NAME.encode())]
-    buffer = buffer_cls()
-    buffer.data = np.frombuffer(payload, dtype=np.uint8)
-    m.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name = METADATA_NAME
-    entry.buffer = len(m.buffers) - 1
-    m.metadata = entries + [entry]
+    ours = (METADATA_NAME, METADATA_NAME.encode(), DIGEST_NAME, DIGEST_NAME.encode())
+    entries = [e for e in (m.metadata or []) if e.name not in ours]
+    for name, data in ((METADATA_NAME, declare_digest(payload)), (DIGEST_NAME, PLACEHOLDER)):
+        buffer = buffer_cls()
+        buffer.data = np.frombuffer(data, dtype=np.uint8)
+        m.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name = name
+        entry.buffer = len(m.buffers) - 1
+        entries.append(entry)
+    m.metadata = entries
     builder = flatbuffers.Builder(len(model) + len(payload) + 4096)
     builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return seal(bytes(builder.Output()))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from statelite.golden import error_metrics
 from statelite.transform import Transform
 
 from .config import Quant
@@ -73,23 +74,9 @@ def parity_metrics(
 
     ``scale`` (per target) turns raw errors into the normalised ones the tolerances are stated in.
     """
+    m = error_metrics(tflite_y, keras_y, scale)  # the same figures verify reports on the device
     if tflite_y.ndim == keras_y.ndim + 1:  # batched model: every lane ran the same stream
         keras_y = np.broadcast_to(keras_y[:, None], tflite_y.shape)
-    err = (tflite_y - keras_y).astype(np.float64)
-    norm = err / scale
-    n = len(err)
-    tenth = max(n // 10, 1)
-    per_step = np.abs(norm).reshape(n, -1).mean(axis=1)
-    m = {
-        "steps": int(n),
-        "max_abs": float(np.abs(err).max()) if err.size else 0.0,
-        "rmse": _rmse(err),
-        "max_abs_norm": float(np.abs(norm).max()) if norm.size else 0.0,
-        "rmse_norm": _rmse(norm),
-        "worst_step": int(per_step.argmax()) if n else 0,
-        "drift_first_tenth": float(per_step[:tenth].mean()) if n else 0.0,
-        "drift_last_tenth": float(per_step[-tenth:].mean()) if n else 0.0,
-    }
     if truth is not None:
         windows, idx = truth_windows(truth, horizon)
         if len(idx):

@@ -26,11 +26,13 @@ def inspect_model(path) -> dict:
         path: the model file.
 
     Returns:
-        ``{"path", "size", "sha256", "schema_version", "signature", "inputs", "outputs", "states", "operators",
-        "metadata", "parity"}``.
+        ``{"path", "size", "sha256", "integrity", "schema_version", "signature", "inputs", "outputs", "states",
+        "operators", "metadata", "parity"}``; ``integrity`` is ``"verified"`` (the content digest recorded at
+        conversion matches) or ``"not recorded"`` (a model converted before digests).
 
     Raises:
-        ModelFormatError: not a TFLite model, truncated, or without statelite metadata.
+        ModelFormatError: not a TFLite model, truncated or corrupt (its content digest does not match), without
+            statelite metadata, or metadata that does not match the graph.
         IncompatibleModelError: metadata of a newer format than this statelite reads.
     """
     data, info = read_model_file(path)
@@ -47,6 +49,7 @@ def inspect_model(path) -> dict:
         "path": str(path),
         "size": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
+        "integrity": info.integrity,
         "schema_version": info.schema_version,
         "signature": {"key": md.signature_key, "present": sig is not None, "signatures": [s.key for s in info.signatures]},
         "inputs": inputs,
@@ -101,6 +104,10 @@ def format_inspection(d: dict) -> str:
     time_col = f", time column {md['time_column']}" if md.get("time_column") else ""
     lines = [
         f"model        {Path(d['path']).name}: {d['size']:,} bytes, sha256 {d['sha256'][:16]}…",
+        "integrity    " + (
+            "verified (content digest recorded at conversion)" if d.get("integrity") == "verified"
+            else f"{d.get('integrity', 'not recorded')} (a model converted before content digests)"
+        ),
         f"made by      {versions} (metadata format {md.get('format_version')})",
         f"network      {cells}, horizon {md.get('horizon')}, warm-up {md.get('warmup_steps')} steps",
         f"features     {', '.join(md.get('features', []))}{time_col}",

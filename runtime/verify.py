@@ -11,94 +11,23 @@ from __future__ import annotations
 import dataclasses
 import platform
 import time
-import zipfile
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import numpy as np
 
-from .errors import BadInputError, IncompatibleModelError, ModelFormatError
+from .errors import BadInputError, GoldenFileError
+from .golden import GOLDEN_FORMAT_VERSION, Golden, error_metrics, golden_path_for, read_golden
+from .metadata import read_model_file
 from .runner import StatefulRunner
 
-GOLDEN_FORMAT_VERSION = 1
-_GOLDEN_KEYS = ("format_version", "model_sha256", "x", "y_keras", "target_scale", "tol_max_abs", "tol_rmse")
+__all__ = [
+    "GOLDEN_FORMAT_VERSION", "Golden", "VerifyReport", "golden_path_for", "load_golden", "read_golden", "verify",
+    "write_junit",
+]
 
-
-def golden_path_for(model_path) -> Path:
-    """Where the converter writes a model's golden trace: ``<stem>.golden.npz`` beside it."""
-    p = Path(model_path)
-    return p.with_name(p.stem + ".golden.npz")
-
-
-@dataclasses.dataclass(frozen=True)
-class Golden:
-    """A golden trace: raw inputs ``x`` (steps, features), Keras forecasts ``y`` (steps, horizon, targets)."""
-
-    path: str
-    model_sha256: str
-    quant: str
-    x: np.ndarray
-    y: np.ndarray
-    target_scale: np.ndarray
-    tol_max_abs: float
-    tol_rmse: float
-
-
-def load_golden(path) -> Golden:
-    """Read and check a golden trace file.
-
-    Raises:
-        BadInputError: the file does not exist.
-        ModelFormatError: not a readable golden trace, or keys missing or of the wrong shape.
-        IncompatibleModelError: a golden format newer than this statelite reads.
-    """
-    path = str(path)
-    try:
-        with open(path, "rb") as f, np.load(f, allow_pickle=False) as npz:
-            present = set(npz.files)
-            missing = [k for k in _GOLDEN_KEYS if k not in present]
-            if missing:
-                raise ModelFormatError(
-                    f"{path} is not a statelite golden trace: keys {missing} are missing (present: {sorted(present)}). "
-                    f"Expected the <model>.golden.npz that 'statelite convert' wrote beside the model."
-                )
-            d = {k: npz[k] for k in _GOLDEN_KEYS + (("quant",) if "quant" in present else ())}
-    except FileNotFoundError:
-        raise BadInputError(
-            f"golden trace not found: {path}. 'statelite convert' writes it beside the model as <stem>.golden.npz; "
-            f"copy it along with the model, or pass --golden FILE."
-        ) from None
-    except IsADirectoryError:
-        raise BadInputError(f"expected a golden trace file, received a directory: {path}.") from None
-    except ModelFormatError:
-        raise
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
-        raise ModelFormatError(
-            f"{path} is not a readable golden trace (truncated or corrupt: {type(exc).__name__}: {exc}). "
-            f"Copy it again from the machine that converted the model."
-        ) from None
-    try:
-        version = int(d["format_version"])
-        # float64: raw values (CO2 near 400 ppm) have a float32 step as large as the float32 tolerance.
-        x = np.asarray(d["x"], dtype=np.float64)
-        y = np.asarray(d["y_keras"], dtype=np.float64)
-        scale = np.asarray(d["target_scale"], dtype=np.float64).reshape(-1)
-        golden = Golden(
-            path, str(d["model_sha256"]), str(d.get("quant", "")), x, y, scale, float(d["tol_max_abs"]), float(d["tol_rmse"])
-        )
-    except (TypeError, ValueError) as exc:
-        raise ModelFormatError(f"{path}: a golden trace value is unreadable ({exc}).") from None
-    if version > GOLDEN_FORMAT_VERSION:
-        raise IncompatibleModelError(
-            f"{path} is golden format version {version}; this statelite reads up to {GOLDEN_FORMAT_VERSION}. "
-            f"Upgrade statelite on this device."
-        )
-    if x.ndim != 2 or y.ndim != 3 or len(x) != len(y) or y.shape[2] != len(scale) or len(x) == 0:
-        raise ModelFormatError(
-            f"{path}: expected x (steps, features) and y_keras (steps, horizon, targets) with the same steps and "
-            f"target_scale (targets,); received x {x.shape}, y_keras {y.shape}, target_scale {scale.shape}."
-        )
-    return golden
+# ``load_golden`` is the name this module used before the golden trace had its own module.
+load_golden = read_golden
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +58,9 @@ class VerifyReport:
     # RangeReport.to_dict() of the golden rows: how many were outside the training range or clipped. Information,
     # never a failure. None when the model records no ranges.
     input_range: dict | None = None
+    # "verified": the file's content digest matched before the interpreter loaded it; "not recorded": a model
+    # converted before digests were recorded.
+    integrity: str = "not recorded"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -148,6 +80,11 @@ class VerifyReport:
             f"clipped ({per})"
         )
 
+    def _integrity_text(self) -> str:
+        if self.integrity == "verified":
+            return "verified (content digest recorded at conversion)"
+        return f"{self.integrity} (a model converted before content digests)"
+
     @property
     def problems(self) -> tuple[str, ...]:
         """Which tolerances were exceeded, by how much; empty when passed."""
@@ -162,6 +99,7 @@ class VerifyReport:
         """The report as printed by ``statelite verify``."""
         lines = [
             f"model        {self.model} (quant {self.quant})",
+            f"integrity    {self._integrity_text()}",
             f"golden       {self.golden}",
             f"steps        {self.steps} (one stream, never reset)",
             f"max abs err  {self.max_abs:.4g} raw, {self.max_abs_norm:.4g} normalised (tolerance {self.tol_max_abs:.3g})",
@@ -178,10 +116,6 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def _rmse(a: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(a))))
-
-
 def verify(model_path, golden_path=None, backend: str = "auto") -> VerifyReport:
     """Replay a model's golden trace through a fresh ``StatefulRunner`` and compare with the Keras forecasts.
 
@@ -194,13 +128,15 @@ def verify(model_path, golden_path=None, backend: str = "auto") -> VerifyReport:
         A ``VerifyReport``; ``passed`` says whether both tolerances hold. A failing report is returned, not raised.
 
     Raises:
-        ModelFormatError, IncompatibleModelError: the model or the golden file cannot be used.
+        ModelFormatError, IncompatibleModelError: the model or the golden file cannot be used (a corrupt golden
+            file is a ``GoldenFileError``, a ``ModelFormatError``).
         BadInputError: the golden file is missing, or belongs to another model.
     """
     # The model first: when both files are wrong, the model's error is the one to fix first.
     runner = StatefulRunner(model_path, backend=backend, allow_nonfinite=True)
+    integrity = getattr(runner, "integrity", None) or read_model_file(model_path)[1].integrity
     golden_path = golden_path_for(model_path) if golden_path is None else Path(golden_path)
-    golden = load_golden(golden_path)
+    golden = read_golden(golden_path)
     sha = runner.model_sha256
     if golden.model_sha256 != sha:
         raise BadInputError(
@@ -211,7 +147,7 @@ def verify(model_path, golden_path=None, backend: str = "auto") -> VerifyReport:
     md = runner.metadata
     steps, n_features = golden.x.shape
     if n_features != len(md.features) or golden.y.shape[1:] != (md.horizon, len(md.targets)):
-        raise ModelFormatError(
+        raise GoldenFileError(
             f"{golden_path}: expected x (steps, {len(md.features)}) and y_keras (steps, {md.horizon}, "
             f"{len(md.targets)}) for this model; received x {golden.x.shape}, y_keras {golden.y.shape}."
         )
@@ -221,32 +157,28 @@ def verify(model_path, golden_path=None, backend: str = "auto") -> VerifyReport:
     y = runner.run(xs)
     seconds = time.perf_counter() - start
     ranges = _one_lane(runner.range_report, runner.batch)
-    keras_y = golden.y if runner.batch == 1 else np.broadcast_to(golden.y[:, None], y.shape)
-    err = np.asarray(y, dtype=np.float64) - keras_y
-    norm = err / golden.target_scale
-    per_step = np.abs(norm).reshape(steps, -1).mean(axis=1)
-    tenth = max(steps // 10, 1)
-    max_abs_norm, rmse_norm = float(np.abs(norm).max()), _rmse(norm)
+    m = error_metrics(y, golden.y, golden.target_scale)
     return VerifyReport(
         model=str(model_path),
         golden=str(golden_path),
         quant=md.quant,
         steps=int(steps),
-        max_abs=float(np.abs(err).max()),
-        rmse=_rmse(err),
-        max_abs_norm=max_abs_norm,
-        rmse_norm=rmse_norm,
-        worst_step=int(np.argmax(per_step)),
-        drift_first_tenth=float(per_step[:tenth].mean()),
-        drift_last_tenth=float(per_step[-tenth:].mean()),
+        max_abs=m["max_abs"],
+        rmse=m["rmse"],
+        max_abs_norm=m["max_abs_norm"],
+        rmse_norm=m["rmse_norm"],
+        worst_step=m["worst_step"],
+        drift_first_tenth=m["drift_first_tenth"],
+        drift_last_tenth=m["drift_last_tenth"],
         tol_max_abs=golden.tol_max_abs,
         tol_rmse=golden.tol_rmse,
         backend=runner.backend,
         backend_version=runner.backend_version,
         machine=platform.machine(),
         seconds=seconds,
-        passed=bool(max_abs_norm <= golden.tol_max_abs and rmse_norm <= golden.tol_rmse),
+        passed=bool(m["max_abs_norm"] <= golden.tol_max_abs and m["rmse_norm"] <= golden.tol_rmse),
         input_range=None if ranges is None else ranges.to_dict(),
+        integrity=integrity,
     )
 
 
