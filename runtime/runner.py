@@ -365,11 +365,10 @@ class StatefulRunner:
             raise self._binding.invoke_failed(exc) from None
         y = self._yv.tolist()[0]
         if not self.allow_nonfinite:
-            total = sum(y)  # Python floats: NaN when any is NaN or inf (inf - inf)
-            total -= total
+            total = sum(y)  # Python floats (numpy scalars would cost more): NaN once minus itself if any is not finite
             for flat, zeros in self._state_checks:
-                total += flat.dot(zeros)
-            if total != 0.0:  # not carried: the state inputs still hold the state from before this step
+                total += float(flat.dot(zeros))
+            if total - total != 0.0:  # not carried: the state inputs still hold the state from before this step
                 raise self._rolled_back()
         self._carry_state()
         if not self._direct:
