@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from statelite.integrity import seal
+
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
 
@@ -191,7 +193,7 @@ def patch_operator_version(model: bytes, version: int) -> tuple[bytes, int]:
         field = code.Offset(4 + 2 * 2)  # OperatorCode.version
         if field:
             struct.pack_into("<i", data, code.Pos + field, version)
-            return bytes(data), i
+            return seal(bytes(data)), i  # a deliberate edit: its content digest recomputed
     pytest.skip("no operator code with an explicit version to patch in this model")
 
 
@@ -199,4 +201,4 @@ def strip_statelite_metadata(model: bytes) -> bytes:
     """``model`` with its ``statelite`` metadata entry renamed, as a TFLite file from another tool would look."""
     name = struct.pack("<I", 9) + b"statelite"  # the flatbuffer string: length prefix, then bytes
     assert model.count(name) == 1
-    return model.replace(name, struct.pack("<I", 9) + b"other_md_")
+    return seal(model.replace(name, struct.pack("<I", 9) + b"other_md_"))

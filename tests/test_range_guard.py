@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from statelite import StatefulRunner, StreamPool, read_metadata
 from statelite.cli import main
+from statelite.integrity import seal
 from statelite.metadata import METADATA_NAME, InputRange, metadata_from_file, read_model_file
 from statelite.ranges import RangeGuard, RangeKind, RangeReport
 from statelite.stream import StreamConfig, run_stream
@@ -35,7 +36,7 @@ def with_input_range(src: Path, dst: Path, input_range: InputRange | None, golde
     md = dataclasses.replace(metadata_from_file(info), input_range=input_range)
     new = json.dumps(md.to_dict(), separators=(",", ":")).encode()
     assert len(new) <= len(raw) and data.count(raw) == 1, "no room for the input range in the metadata entry"
-    out = data.replace(raw, new + b" " * (len(raw) - len(new)))
+    out = seal(data.replace(raw, new + b" " * (len(raw) - len(new))))  # a deliberate edit: digest recomputed
     dst.write_bytes(out)
     g = src.with_name(src.stem + ".golden.npz")
     if golden and g.exists():
