@@ -303,7 +303,7 @@ class GraphBinding:
 
         helper = getattr(interpreter, "invoke_error", None)
         if helper is not None:
-            return helper(exc, self.path)
+            return helper(exc, self.path, self.backend)
         text = " ".join(str(exc).split()) or type(exc).__name__
         return ModelFormatError(f"{self.path}: the interpreter ({self.backend}) failed to run the model: {text}")
 
