@@ -312,20 +312,27 @@ def read_lines(source: BinaryIO | TextIO, limit: int = MAX_LINE_BYTES):
         else:
             if raw.endswith(nl):
                 raw = raw[:-1]
-                if raw.endswith(cr):
-                    raw = raw[:-1]
-            found = control.search(raw)
-            if found is not None:
-                yield number, None, _control(found.group()[0], found.start() + 1)
-            elif binary:
+            text = None
+            if binary:
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    yield number, None, f"the line is not UTF-8 text (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1})"
+                    utf8_error = f"the line is not UTF-8 text (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1})"
+            else:
+                text = raw
+            if text is not None and text.isprintable():  # the usual line: no control characters, no tab, no CR
+                yield number, text, None
+            else:  # a CRLF line end, a tab, or a line to refuse
+                if raw.endswith(cr):
+                    raw = raw[:-1]
+                    text = text[:-1] if text is not None else None
+                found = control.search(raw)
+                if found is not None:
+                    yield number, None, _control(found.group()[0], found.start() + 1)
+                elif text is None:
+                    yield number, None, utf8_error
                 else:
                     yield number, text, None
-            else:
-                yield number, raw, None
         raw = readline(limit + 1)
 
 
