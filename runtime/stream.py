@@ -275,7 +275,10 @@ def detect_delimiter(line: str) -> str:
 def _control(found, position: int) -> str:
     code = found if isinstance(found, int) else ord(found)
     if code == 0x0D:
-        return f"the line holds a carriage return (\\r) at byte {position} before the line's end (lines end with \\n or \\r\\n)"
+        return (
+            f"the line holds a carriage return (\\r) at byte {position} before the line's end (lines end with \\n "
+            f"or \\r\\n)"
+        )
     return f"the line holds the control byte 0x{code:02x} at byte {position} (binary data?)"
 
 

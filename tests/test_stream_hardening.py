@@ -81,7 +81,8 @@ def test_unterminated_quote_spoils_only_its_line():
                                reference(vals), rtol=1e-9)
 
 
-@pytest.mark.parametrize("bad", ['"t1,361', 't1,"361', '"t1"x,361', 't1,"36"1'], ids=["open", "open2", "stray", "inner"])
+@pytest.mark.parametrize("bad", ['"t1,361', 't1,"361', '"t1"x,361', 't1,"36"1'],
+                         ids=["open", "open2", "stray", "inner"])
 def test_broken_quotes_are_bad_rows(bad):
     vals = values(4)
     data = b"date,co2\n" + rows_bytes(vals[:2]) + bad.encode() + b"\n" + rows_bytes(vals[2:], start=3)

@@ -129,8 +129,8 @@ def run(model, input_path, output_path, state_path, save_every, reset_every, no_
     model converted with --batch N runs up to N streams in one StreamPool; a batch-1 model gets one runner (one
     interpreter, about 180 KiB) per stream, at most --max-streams. A stream is added when first seen; when the pool
     is full (or --max-streams are running), a new stream is reported once on stderr and its rows are skipped (the
-    others go on), or with --strict the run stops with exit 2. --state then holds every stream's state with its key, --reset-every counts each stream's rows, and a
-    stream that stops sending keeps its state.
+    others go on), or with --strict the run stops with exit 2. --state then holds every stream's state with its
+    key, --reset-every counts each stream's rows, and a stream that stops sending keeps its state.
 
     Inputs outside the range the model was trained on (the first difference, for a differencing model), or beyond
     where its integer input clips, are counted: the first of each column is reported on stderr with its row, and a
