@@ -2,7 +2,9 @@
 
 A GRU and an LSTM trained with the bundled-data preset (seeded, so a rerun gives the same models), each converted to
 float32 and int8 with golden traces, a GRU int8 built for the tflite-runtime-2.14 target, two batch-8 models for
-``StreamPool``, and the run.json each came from. The runtime's tests use these files, so they run without TensorFlow. Needs ``statelite[train]``.
+``StreamPool``, a two-feature GRU int8 (CO2 and the season's phase), a GRU float32 with an 8-step chunk signature, and
+the run.json each came from. The runtime's tests use these files, so they run without TensorFlow. Needs
+``statelite[train]``.
 """
 
 from __future__ import annotations
