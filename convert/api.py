@@ -143,12 +143,16 @@ def input_range(source: Source, transform: Transform, model: bytes, x_spec: Tens
         offset = transform.f_offset if not transform.graph_scales_inputs else np.zeros_like(transform.f_offset)
         clip_min = tuple(float(v) for v in clip[0] * scale + offset)
         clip_max = tuple(float(v) for v in clip[1] * scale + offset)
+    level = (tuple(float(v) for v in rows.min(axis=0)), tuple(float(v) for v in rows.max(axis=0))) if (
+        source.difference and len(rows)) else (None, None)
     return InputRange(
         basis="difference" if source.difference else "value",
         train_min=tuple(float(v) for v in values.min(axis=0)),
         train_max=tuple(float(v) for v in values.max(axis=0)),
         clip_min=clip_min,
         clip_max=clip_max,
+        level_min=level[0],
+        level_max=level[1],
     )
 
 

@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 
-from .errors import ConcurrentUseError, ModelFormatError
+from .errors import BadInputError, ConcurrentUseError, ModelFormatError
 from .interpreter import backend_version, create_interpreter, load_backend, min_runtime_version
 from .metadata import CHUNK_SIGNATURE_KEY, ModelMetadata, StateSpec, metadata_from_file, read_model_file
 from .ranges import RangeGuard
@@ -108,6 +108,17 @@ def refuse_bounds(md: ModelMetadata) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
+def level_refuse_bounds(md: ModelMetadata) -> tuple[np.ndarray, np.ndarray] | None:
+    """For a differencing model that records its levels' training range: the range beyond which the first row of a
+    stream (which has no previous row to difference against) is refused, ``REFUSE_SPANS`` spans around it."""
+    r = md.input_range
+    if not md.difference or r is None or r.level_min is None or r.level_max is None:
+        return None
+    lo, hi = np.asarray(r.level_min, float), np.asarray(r.level_max, float)
+    span = np.where(hi > lo, hi - lo, np.maximum(np.abs(hi), 1.0))
+    return lo - REFUSE_SPANS * span, hi + REFUSE_SPANS * span
+
+
 class GraphBinding:
     """A model file bound to an interpreter: its tensors, state carry, input feed and output map.
 
@@ -185,6 +196,7 @@ class GraphBinding:
         # Counts inputs outside the training range or clipped by an integer input (None: the model records neither).
         self.guard = RangeGuard.for_model(md)
         self.refuse_lo, self.refuse_hi = refuse_bounds(md)
+        self.level_bounds = level_refuse_bounds(md)
         # Held around every step: a second thread stepping at the same time gets ConcurrentUseError, not lost steps.
         self.lock = threading.RLock()  # re-entrant: run() holds it while it steps; another thread still fails
         self.fast = False
@@ -327,6 +339,24 @@ class GraphBinding:
         for flat, zeros in self.checks:
             total += flat.dot(zeros)  # 0 for finite values, NaN when any is NaN or inf
         return total == 0.0
+
+    def first_row_refusal(self, rows: np.ndarray, where: str) -> BadInputError | None:
+        """The error for first rows (no previous row) whose level is beyond ``level_bounds``, or None."""
+        if self.level_bounds is None:
+            return None
+        lo, hi = self.level_bounds
+        rows = np.asarray(rows, dtype=np.float64).reshape(-1, len(lo))
+        bad = (rows < lo) | (rows > hi)
+        if not bad.any():
+            return None
+        i, j = (int(v) for v in np.argwhere(bad)[0])
+        r = self.metadata.input_range
+        return BadInputError(
+            f"{where}: column {self.metadata.features[j]!r} of a stream's first row (no previous row to difference "
+            f"against) must be within [{lo[j]:.6g}, {hi[j]:.6g}] (the training range [{r.level_min[j]:.6g}, "
+            f"{r.level_max[j]:.6g}] widened by {REFUSE_SPANS:g} training spans on each side); received "
+            f"{rows[i, j]:.6g}, a glitch rather than a reading. The row was not stepped and the state was kept."
+        )
 
     def refused(self, xin: np.ndarray):
         """Columns' boolean mask of rows beyond the refuse bounds (``xin`` ``(..., features)``), or None if none."""

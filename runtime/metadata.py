@@ -237,6 +237,10 @@ class InputRange:
     train_max: tuple[float, ...]
     clip_min: tuple[float, ...] | None = None
     clip_max: tuple[float, ...] | None = None
+    # A differencing model's first row after a reset has no previous row: its level is checked against these (the
+    # raw values' training range), so a glitch there cannot become the reference every later row differs from.
+    level_min: tuple[float, ...] | None = None
+    level_max: tuple[float, ...] | None = None
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
@@ -256,7 +260,8 @@ class InputRange:
             raise _Bad(f"input_range basis must be 'value' or 'difference'; received {basis!r:.30}")
         if floats("train_min") is None or floats("train_max") is None:
             raise _Bad("input_range has no train_min or train_max")
-        return cls(basis, floats("train_min"), floats("train_max"), floats("clip_min"), floats("clip_max"))
+        return cls(basis, floats("train_min"), floats("train_max"), floats("clip_min"), floats("clip_max"),
+                   floats("level_min"), floats("level_max"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -556,12 +561,14 @@ def check_against_graph(md: ModelMetadata, info: TFLiteFile, source: str = "mode
             raise _mismatch(source, f"scaler {what} of {n} values", f"{len(values)}")
     r = md.input_range
     if r is not None:
-        for what in ("train_min", "train_max", "clip_min", "clip_max"):
+        for what in ("train_min", "train_max", "clip_min", "clip_max", "level_min", "level_max"):
             values = getattr(r, what)
             if values is not None and len(values) != n_f:
                 raise _mismatch(source, f"input_range {what} of {n_f} values", f"{len(values)}")
         if (r.clip_min is None) != (r.clip_max is None):
             raise _mismatch(source, "input_range clip_min and clip_max both or neither", "only one")
+        if (r.level_min is None) != (r.level_max is None):
+            raise _mismatch(source, "input_range level_min and level_max both or neither", "only one")
     # Each layer: {cell, units}; its states: h, and c for an LSTM.
     kinds: dict[int, list[str]] = {}
     for s in md.states:

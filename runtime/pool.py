@@ -265,6 +265,10 @@ class StreamPool:
             raise BadInputError(f"rows of streams {bad} contain NaN or inf; nothing was stepped.")
         if self.metadata.difference:
             has = self._has_prev[lanes]
+            if check and not has.all():
+                error = b.first_row_refusal(block[~has], f"streams {[k for k, h in zip(keys, has) if not h]}")
+                if error is not None:
+                    raise error
             xin = block - (self._prev[lanes] if has.all() else np.where(has[:, None], self._prev[lanes], block))
         else:
             xin = block

@@ -83,6 +83,7 @@ class StatefulRunner:
             self._lo0, self._hi0 = lo, hi
         self._on_out_of_range: RangeCallback | None = None
         self._acquire, self._release = b.lock.acquire, b.lock.release
+        self._level_bounds = b.level_bounds
         if self._scalar:
             self.step = self._step_scalar  # the single-sensor path without the dispatch (same contract, same lock)
         self._cache()
@@ -294,6 +295,10 @@ class StatefulRunner:
         if check and x.reshape(-1).dot(self._zeros_in) != 0.0:
             raise self._nonfinite(x)
         prev = self._prev
+        if prev is None and check and self._level_bounds is not None:
+            error = self._binding.first_row_refusal(x, "x")
+            if error is not None:
+                raise error
         if self._difference:
             x = x.copy()  # kept as the next step's previous row: later changes to the caller's array must not leak
             xin = x - prev if prev is not None else self._zeros_in.reshape(self._in_shape)
@@ -349,6 +354,10 @@ class StatefulRunner:
             if v - v != 0.0 and not self.allow_nonfinite:  # NaN - NaN and inf - inf are NaN
                 raise self._nonfinite(np.array([v]))
             prev = self._prev
+            if prev is None and self._level_bounds is not None and not self.allow_nonfinite:
+                error = self._binding.first_row_refusal(np.array([v]), "x")
+                if error is not None:
+                    raise error
             d = (v - prev if prev is not None else 0.0) if self._difference else v
             if self._lo0 <= d <= self._hi0:  # in range: two float comparisons
                 if self._guard is not None:
@@ -430,6 +439,10 @@ class StatefulRunner:
         if check and not np.isfinite(xs).all():
             bad = int(np.argwhere(~np.isfinite(xs))[0][0])
             raise BadInputError(f"xs contains NaN or inf (first at step {bad}); nothing was stepped.")
+        if check and len(xs) and self._prev is None:
+            error = self._binding.first_row_refusal(xs[0], "xs step 0")
+            if error is not None:
+                raise BadInputError(str(error).replace("The row was not stepped", "Nothing was stepped")) from None
         if check and len(xs):
             xin = self._differenced(xs)
             b = self._binding

@@ -296,3 +296,21 @@ def test_state_is_the_accepted_subsequence(reference_model, name, seq):
     for v in accepted:
         replay.step([v])
     _same_state(runner.state, replay.state)
+
+
+def test_huge_first_level_is_refused_and_does_not_pin_the_stream(reference_model):
+    """Regression: with no previous row, a differencing model used to take a glitch (1e30) as the stream's first
+    level; every later reading then differed from it by ~1e30 and was refused until a reset."""
+    runner = StatefulRunner(reference_model("gru_float32.tflite"))
+    assert runner.metadata.input_range.level_min is not None
+    with pytest.raises(BadInputError, match="first row"):
+        runner.step(np.array([1e30]))
+    assert np.isfinite(runner.step(np.array([370.0]))).all()
+    assert np.isfinite(runner.step(np.array([370.4]))).all()
+    pool = StreamPool(reference_model("gru_float32_b8.tflite"))
+    pool.add("a")
+    pool.add("b")
+    with pytest.raises(BadInputError, match="first row"):
+        pool.step({"a": [1e30], "b": [370.0]})
+    out = pool.step({"a": [370.0], "b": [370.1]})
+    assert all(np.isfinite(v).all() for v in out.values())

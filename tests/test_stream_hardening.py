@@ -242,10 +242,10 @@ def test_huge_finite_reading_is_a_bad_row_and_never_saved(tmp_path):
     no_traceback(result)
 
 
-@pytest.mark.xfail(strict=False, reason="runner: a differencing model's first row has no previous row, so a huge "
-                   "first reading is stepped (difference 0) and every later reading then differs from it by ~1e30 "
-                   "and is refused; for the runner's owner (issue 10)")
 def test_huge_first_reading_does_not_pin_the_stream():
+    """A differencing model's first row has no previous row: its level is checked against the levels' training
+    range (input_range level_min/max), so a glitch there is refused instead of becoming the reference every later
+    reading differs from by ~1e30."""
     vals = values(3)
     result = invoke([GRU], b"date,co2\nt0,1e30\n" + rows_bytes(vals, start=1))
     no_traceback(result)
