@@ -21,13 +21,10 @@ series live in statsmodels and pmdarima); a series whose package is missing is l
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: `benchmarks` is then not importable as a package
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.environment import machine_info, source_state, versions  # noqa: E402
 from benchmarks.series import CATALOGUE, DEFAULT_CACHE, by_name  # noqa: E402
 
 CELLS = ("gru", "lstm", "simplernn")
@@ -70,53 +68,6 @@ def int8_sized_mode(modes: list[str]) -> str | None:
 
 
 # -- environment -----------------------------------------------------------------------------------------------------
-
-
-def machine_info() -> dict:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "load_average_at_start": [round(v, 2) for v in load] if load else None,
-    }
-
-
-def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for dist in ("statelite", "numpy", "ai-edge-litert", "tensorflow", "keras", "statsmodels", "pmdarima", "pandas"):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            out[dist] = None
-    return out
-
-
-def source_state() -> str | None:
-    """The checkout's commit, and which library files differ from it (the converter may change between runs)."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "runtime", "convert", "train"], cwd=ROOT, capture_output=True,
-            text=True, check=False,
-        )
-    except OSError:
-        return None
-    if head.returncode != 0:
-        return None
-    changed = [line[3:] for line in dirty.stdout.splitlines()]
-    return head.stdout.strip() + (f" with uncommitted changes in {', '.join(changed)}" if changed else "")
 
 
 # -- one series x cell -----------------------------------------------------------------------------------------------
@@ -481,7 +432,7 @@ def main(argv=None) -> int:
         "command": command,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
-        "versions": versions(),
+        "versions": versions(("statelite", "numpy", "ai-edge-litert", "tensorflow", "keras", "statsmodels", "pmdarima", "pandas")),
         "source": source_state(),
         "config": {
             "quick": args.quick, "cells": args.cells, "modes": args.modes, "units": args.units, "layers": 1,

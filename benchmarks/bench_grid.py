@@ -25,14 +25,12 @@ without them.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import importlib
 import inspect
 import json
 import logging
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -46,6 +44,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: `benchmarks` is then not importable as a package
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.environment import machine_info, source_state, versions  # noqa: E402
+
 REFERENCE_MODEL = ROOT / "models" / "gru_int8.tflite"
 POOL_STREAMS = 64
 CHUNK = 16
@@ -72,53 +75,6 @@ def median_of_medians(blocks: list[np.ndarray]) -> float:
 
 
 # -- environment -----------------------------------------------------------------------------------------------------
-
-
-def machine_info() -> dict:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "load_average_at_start": [round(v, 2) for v in load] if load else None,
-    }
-
-
-def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for dist in ("statelite", "numpy", "ai-edge-litert", "tensorflow", "keras", "onnxruntime", "tf2onnx", "onnx"):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            out[dist] = None
-    return out
-
-
-def source_state() -> str | None:
-    """The checkout's commit, and which runtime/converter files differ from it (others edit them while we measure)."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "runtime", "convert", "train"], cwd=ROOT, capture_output=True, text=True,
-            check=False,
-        )
-    except OSError:
-        return None
-    if head.returncode != 0:
-        return None
-    changed = [line[3:] for line in dirty.stdout.splitlines()]
-    return head.stdout.strip() + (f" with uncommitted changes in {', '.join(changed)}" if changed else "")
 
 
 def onnx_missing() -> list[str]:
@@ -908,7 +864,7 @@ def main(argv=None) -> int:
     results = {
         "command": command,
         "machine": machine_info(),
-        "versions": versions(),
+        "versions": versions(("statelite", "numpy", "ai-edge-litert", "tensorflow", "keras", "onnxruntime", "tf2onnx", "onnx")),
         "source": source_state(),
         "config": {k: v for k, v in vars(args).items()},
         "method": (
