@@ -267,7 +267,6 @@ class GraphBinding:
         integer = self.metadata.quant in ("int8", "int16x8")
         y = self.yv.reshape(-1)
         self.checks = [] if integer or y.dtype.kind != "f" else [(y, np.zeros(y.size, y.dtype))]
-        self.state_checks = []
         if self.chunk is not None:
             self._bind_chunk()
 

@@ -108,7 +108,6 @@ class StatefulRunner:
         self._in_views = b.in_views
         self._carry = b.carry
         self._checks = b.checks
-        self._state_checks = b.state_checks
         self._carry_state = b.carry_state
 
     # -- state ---------------------------------------------------------------------------------------------------
@@ -379,9 +378,9 @@ class StatefulRunner:
                 raise self._binding.invoke_failed(exc) from None
             y = self._yv.tolist()[0]
             if not self.allow_nonfinite:
-                total = sum(y)  # Python floats (numpy scalars would cost more): NaN once minus itself if any is not finite
-                for flat, zeros in self._state_checks:
-                    total += float(flat.dot(zeros))
+                # Python floats (numpy scalars would cost more): NaN once minus itself if any is not finite. A
+                # non-finite state always shows in the forecast (see GraphBinding.bind, where the checks are made).
+                total = sum(y)
                 if total - total != 0.0:  # not carried: the state inputs still hold the state from before this step
                     raise self._rolled_back()
             self._carry_state()
