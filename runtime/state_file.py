@@ -573,7 +573,12 @@ def _read_members(path, f) -> dict[str, np.ndarray]:
 def _open_regular(path):
     """The file opened for reading, refused before any read when it is not a regular file or is too big."""
     try:
-        f = open(path, "rb")
+        # Checked before opening: opening a FIFO for reading blocks until a writer comes, so a FIFO planted at the
+        # state path would hang 'statelite run --state' at start. O_NONBLOCK covers a swap between check and open.
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+            raise StateFileError(f"expected a state file, received a special file (not a regular file): {path}.")
+        f = os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb")
     except FileNotFoundError:
         raise StateFileError(f"state file not found: {path}.") from None
     except IsADirectoryError:

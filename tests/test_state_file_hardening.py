@@ -360,13 +360,24 @@ def test_file_size_is_capped_before_reading(tmp_path):
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
 def test_special_files_are_refused_without_reading(tmp_path):
+    """Regression: the state file was opened before its type was checked, and opening a FIFO with no writer blocks:
+    a FIFO at the --state path hung 'statelite run' at start."""
+    import threading
+
     os.mkfifo(tmp_path / "fifo.npz")
-    fd = os.open(tmp_path / "fifo.npz", os.O_RDWR)  # a writer end, so opening to read does not block
-    try:
-        with pytest.raises(StateFileError, match="received a special file"):
+    outcome = []
+
+    def load():
+        try:
             load_state(tmp_path / "fifo.npz", SHA, SHAPES)
-    finally:
-        os.close(fd)
+        except StateFileError as exc:
+            outcome.append(str(exc))
+
+    t = threading.Thread(target=load, daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "loading a FIFO hung"
+    assert outcome and "received a special file" in outcome[0]
 
 
 # -- corrupt files: one clear StateFileError ---------------------------------------------------------------------------
