@@ -50,8 +50,10 @@ _PYTHON_DEBS = (
     "libdb5.3", "libgdbm6", "libgdbm-compat4", "libnsl2", "libtirpc3", "libtirpc-common",
     "libgssapi-krb5-2", "libkrb5-3", "libk5crypto3", "libkrb5support0", "libkeyutils1", "libcom-err2",
 )
+# hypothesis: the runner's property tests; 6.155.7 is the newest the registry serves for the pinned cp311 target
+# platforms (newer ones only show up for the host's own install).
 _PYTEST_WHEELS = ("pytest==9.2.0", "pluggy==1.7.0", "iniconfig==2.3.1", "packaging==26.4", "pygments==2.21.0",
-                  X
+                  "hypothesis==6.155.7", "sortedcontainers==2.4.0")
 
 
 @dataclasses.dataclass(frozen=True)
