@@ -16,13 +16,13 @@ import dataclasses
 import hashlib
 import io
 import os
-import stat
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from .errors import BadInputError, GoldenFileError, IncompatibleModelError
+from .files import read_bounded
 
 GOLDEN_FORMAT_VERSION = 1
 # A golden trace is a few hundred rows (kilobytes); anything this large is the wrong file.
@@ -88,33 +88,11 @@ def _corrupt(path: str, what: str) -> GoldenFileError:
 
 
 def _read_bytes(path: str) -> bytes:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise BadInputError(
-            f"golden trace not found: {path}. 'statelite convert' writes it beside the model as <stem>.golden.npz; "
-            f"copy it along with the model, or pass --golden FILE."
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise BadInputError(f"cannot read the golden trace {path}: {exc}.") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise BadInputError(f"expected a golden trace file, received a directory: {path}.")
-    if not stat.S_ISREG(st.st_mode):
-        raise BadInputError(f"expected a regular golden trace file, received a special file (FIFO or device): {path}.")
-    if st.st_size > MAX_GOLDEN_BYTES:
-        raise GoldenFileError(
-            f"{path} is too large for a golden trace: expected at most {MAX_GOLDEN_BYTES:,} bytes, received "
-            f"{st.st_size:,} bytes."
-        )
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        with os.fdopen(fd, "rb") as f:
-            data = f.read(MAX_GOLDEN_BYTES + 1)
-    except OSError as exc:
-        raise BadInputError(f"cannot read the golden trace {path}: {exc.strerror or exc}.") from None
-    if data is None or len(data) > MAX_GOLDEN_BYTES:
-        raise GoldenFileError(f"{path} is too large for a golden trace: expected at most {MAX_GOLDEN_BYTES:,} bytes.")
-    return data
+    return read_bounded(
+        path, MAX_GOLDEN_BYTES, "a golden trace file", GoldenFileError, missing_error=BadInputError,
+        missing=(f"golden trace not found: {path}. 'statelite convert' writes it beside the model as "
+                 f"<stem>.golden.npz; copy it along with the model, or pass --golden FILE."),
+    )
 
 
 def _load_arrays(path: str, data: bytes) -> dict[str, np.ndarray]:

@@ -11,9 +11,9 @@ import dataclasses
 import json
 import math
 import os
-import stat
 
 from .errors import IncompatibleModelError, ModelFormatError
+from .files import read_bounded
 from .integrity import check_integrity
 from .tflite_file import TFLiteFile, read_tflite
 
@@ -429,46 +429,13 @@ def read_model_file(path) -> tuple[bytes, TFLiteFile]:
             corrupt, or its bytes do not match the digest recorded at conversion.
     """
     source = os.fspath(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise ModelFormatError(f"model file not found: {source}. Expected a .tflite file written by 'statelite convert'.") from None
-    except (OSError, ValueError, TypeError) as exc:
-        raise ModelFormatError(f"cannot read the model file {source}: {exc}.") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise ModelFormatError(f"expected a .tflite file, received a directory: {source}.")
-    if not stat.S_ISREG(st.st_mode):
-        raise ModelFormatError(
-            f"expected a regular .tflite file, received a {_file_kind(st.st_mode)}: {source}. Copy the model to a file."
-        )
-    if st.st_size > MAX_MODEL_BYTES:
-        raise ModelFormatError(
-            f"{source} is too large for a statelite model: expected at most {MAX_MODEL_BYTES:,} bytes, received "
-            f"{st.st_size:,} bytes. Pass the .tflite file that 'statelite convert' wrote."
-        )
-    try:
-        # O_NONBLOCK: should the path be swapped for a FIFO after the check, opening it does not hang.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        with os.fdopen(fd, "rb") as f:
-            data = f.read(MAX_MODEL_BYTES + 1)
-    except OSError as exc:
-        raise ModelFormatError(f"cannot read the model file {source}: {exc.strerror or exc}.") from None
-    if data is None or len(data) > MAX_MODEL_BYTES:
-        raise ModelFormatError(
-            f"{source} is too large for a statelite model (or not a regular file): expected at most "
-            f"{MAX_MODEL_BYTES:,} bytes."
-        )
+    data = read_bounded(
+        path, MAX_MODEL_BYTES, "a .tflite file", ModelFormatError,
+        missing=f"model file not found: {source}. Expected a .tflite file written by 'statelite convert'.",
+    )
     info = read_tflite(data, source=source)
     integrity = check_integrity(data, info, source=source)
     return data, dataclasses.replace(info, integrity=integrity)
-
-
-def _file_kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISCHR, "character device"),
-                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):
-        if test(mode):
-            return name
-    return "special file"
 
 
 def metadata_from_file(info: TFLiteFile, source: str = "model", check: bool = True) -> ModelMetadata:

@@ -66,6 +66,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from .errors import BadInputError, StateFileError
+from .files import open_bounded
 
 try:
     import fcntl
@@ -571,30 +572,10 @@ def _read_members(path, f) -> dict[str, np.ndarray]:
 
 
 def _open_regular(path):
-    """The file opened for reading, refused before any read when it is not a regular file or is too big."""
-    try:
-        # Checked before opening: opening a FIFO for reading blocks until a writer comes, so a FIFO planted at the
-        # state path would hang 'statelite run --state' at start. O_NONBLOCK covers a swap between check and open.
-        mode = os.stat(path).st_mode
-        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
-            raise StateFileError(f"expected a state file, received a special file (not a regular file): {path}.")
-        f = os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb")
-    except FileNotFoundError:
-        raise StateFileError(f"state file not found: {path}.") from None
-    except IsADirectoryError:
-        raise StateFileError(f"expected a state file, received a directory: {path}.") from None
-    try:
-        st = os.fstat(f.fileno())
-        if stat.S_ISDIR(st.st_mode):
-            raise StateFileError(f"expected a state file, received a directory: {path}.")
-        if not stat.S_ISREG(st.st_mode):  # a FIFO or a device (/dev/zero) would block or never end
-            raise StateFileError(f"expected a state file, received a special file (not a regular file): {path}.")
-        if st.st_size > MAX_FILE_BYTES:
-            raise _corrupt(path, f"it is {st.st_size} bytes; expected at most {MAX_FILE_BYTES}")
-    except BaseException:
-        f.close()
-        raise
-    return f
+    """The file opened for reading, refused before any read when it is not a regular file or is too big (a FIFO at
+    the state path used to hang 'statelite run --state' at start: opening it blocks until a writer comes)."""
+    return open_bounded(path, MAX_FILE_BYTES, "a state file", StateFileError,
+                        missing=f"state file not found: {path}.")
 
 
 def _read(path, model_sha256: str) -> tuple[dict, dict[str, np.ndarray]]:
