@@ -339,6 +339,17 @@ class GraphBinding:
             total += flat.dot(zeros)  # 0 for finite values, NaN when any is NaN or inf
         return total == 0.0
 
+    def refuse_bound(self, j: int) -> str:
+        """Column ``j``'s refuse bounds and where they come from, as the refusal messages word them."""
+        r = self.metadata.input_range
+        if r is not None and r.train_min is not None:
+            limit = (f"the training range [{r.train_min[j]:.6g}, {r.train_max[j]:.6g}] widened by "
+                     f"{REFUSE_SPANS:g} training spans on each side")
+        else:
+            limit = "the largest values whose scaled value is finite in float32"
+        return (f"column {self.metadata.features[j]!r} must be within [{self.refuse_lo[j]:.6g}, "
+                f"{self.refuse_hi[j]:.6g}] ({limit})")
+
     def first_row_refusal(self, rows: np.ndarray, where: str) -> BadInputError | None:
         """The error for first rows (no previous row) whose level is beyond ``level_bounds``, or None."""
         if self.level_bounds is None:

@@ -6,7 +6,7 @@ from collections.abc import Hashable, Mapping
 
 import numpy as np
 
-from .binding import REFUSE_SPANS, GraphBinding
+from .binding import GraphBinding
 from .errors import BadInputError, NonFiniteStepError
 from .ranges import RangeCallback, RangeReport
 from .runner import PREV_KEY
@@ -328,15 +328,8 @@ class StreamPool:
         names = [k for k, row in zip(keys, bad) if row.any()]
         i, j = (int(v) for v in np.argwhere(bad)[0])
         what = "first difference" if md.difference else "value"
-        r = md.input_range
-        if r is not None and r.train_min is not None:
-            limit = (f"the training range [{r.train_min[j]:.6g}, {r.train_max[j]:.6g}] widened by "
-                     f"{REFUSE_SPANS:g} training spans on each side")
-        else:
-            limit = "the largest values whose scaled value is finite in float32"
         return BadInputError(
-            f"rows of streams {names} are beyond the model's input limits: column {md.features[j]!r} must be within "
-            f"[{b.refuse_lo[j]:.6g}, {b.refuse_hi[j]:.6g}] ({limit}); received {what} {xin[i, j]:.6g} (stream "
-            f"{keys[i]!r}, row {block[i, j]:.6g}), a glitch rather than a reading. Nothing was stepped; every "
-            f"state was kept."
+            f"rows of streams {names} are beyond the model's input limits: {b.refuse_bound(j)}; received {what} "
+            f"{xin[i, j]:.6g} (stream {keys[i]!r}, row {block[i, j]:.6g}), a glitch rather than a reading. Nothing "
+            f"was stepped; every state was kept."
         )

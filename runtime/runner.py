@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .binding import REFUSE_SPANS, GraphBinding, StatePair, quantize
+from .binding import GraphBinding, StatePair, quantize
 from .errors import BadInputError, NonFiniteStepError
 from .ranges import RangeCallback, RangeReport
 
@@ -243,16 +243,9 @@ class StatefulRunner:
             row = np.asarray(x, dtype=np.float64).reshape(-1, len(md.features))[i, j]
             last = np.asarray(prev, dtype=np.float64).reshape(-1, len(md.features))[i, j]
             received += f" (row {_num(row)} minus the previous row {_num(last)})"
-        r = md.input_range
-        if r is not None and r.train_min is not None:
-            limit = (f"the training range [{_num(r.train_min[j])}, {_num(r.train_max[j])}] widened by "
-                     f"{REFUSE_SPANS:g} training spans on each side")
-        else:
-            limit = "the largest values whose scaled value is finite in float32"
         return BadInputError(
-            f"{where}: column {md.features[j]!r} must be within [{_num(b.refuse_lo[j])}, {_num(b.refuse_hi[j])}] "
-            f"({limit}); received {received}, a glitch rather than a reading. The row was not stepped and the state "
-            f"was kept."
+            f"{where}: {b.refuse_bound(j)}; received {received}, a glitch rather than a reading. The row was not "
+            f"stepped and the state was kept."
         )
 
     def _rolled_back(self, what: str = "the step") -> NonFiniteStepError:
