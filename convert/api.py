@@ -98,12 +98,13 @@ def graph_transform(source: Source, quant: Quant) -> Transform:
     )
 
 
-def _quantize_op_range(model: bytes, input_index: int) -> tuple[float, float, float] | None:
-    """``(lowest, highest, step)`` of the grid the graph's QUANTIZE of input ``input_index`` rounds to, in model
-    units, or None (no such op)."""
+def _quantize_op_range(model: bytes, input_name: str) -> tuple[float, float, float] | None:
+    """``(lowest, highest, step)`` of the grid the graph's QUANTIZE of the ``step`` signature's input ``input_name``
+    rounds to, in model units, or None (no such op)."""
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_content=model)
+    input_index = it.get_signature_runner(SIGNATURE_KEY).get_input_details()[input_name]["index"]
     details = {d["index"]: d for d in it.get_tensor_details()}
     for op in it._get_ops_details():
         if op["op_name"] == "QUANTIZE" and list(op["inputs"]) == [input_index]:
@@ -128,11 +129,7 @@ def input_range(source: Source, transform: Transform, model: bytes, x_spec: Tens
         q = x_spec.quantization
         clip = ((info.min - q.zero_point) * q.scale, (info.max - q.zero_point) * q.scale, q.scale)
     elif x_spec.dtype == "float32":
-        from ai_edge_litert.interpreter import Interpreter
-
-        it = Interpreter(model_content=model)
-        x_index = it.get_signature_runner(SIGNATURE_KEY).get_input_details()[X_NAME]["index"]
-        clip = _quantize_op_range(model, x_index)
+        clip = _quantize_op_range(model, X_NAME)
     clip_min = clip_max = None
     if clip is not None:
         # Every value is rounded to the grid with an error up to half a step; beyond the grid's ends by more than
