@@ -167,6 +167,18 @@ def calibration_summary(samples: list[dict], steps: int, headroom: float = 1.0) 
             "tensors": tensors}
 
 
+def _residuals(source: Source):
+    """The run's residual calibration, checked as the device will read it (None for a bare Keras file)."""
+    if source.residuals is None:
+        return None
+    from statelite.monitor import ResidualCalibration
+
+    try:
+        return ResidualCalibration.from_dict(source.residuals, source.horizon, len(source.targets))
+    except ValueError as exc:
+        raise BadInputError(f"expected a valid residual calibration in the run's run.json, Received: {exc}") from None
+
+
 def build_metadata(
     source: Source,
     config: ConvertConfig,
@@ -210,6 +222,8 @@ def build_metadata(
         parity=parity,
         calibration=calibration,
         input_range=input_range(source, transform, model, x_spec),
+        residuals=_residuals(source),
+        sampling=source.sampling,
         versions=_tf_versions(),
     )
 

@@ -62,6 +62,8 @@ class Source:
     parity_rows: np.ndarray  # raw feature rows (test split) for the parity proof
     parity_truth: np.ndarray | None  # raw target rows aligned with parity_rows plus horizon following rows
     origin: str
+    residuals: dict | None = None  # the run's validation residual calibration (statelite.monitor), carried as is
+    sampling: dict | None = None  # the run's time column sampling (statelite.timecol.Sampling)
 
 
 def _activation_name(fn, layer_name: str) -> str:
@@ -186,6 +188,8 @@ def _load_run(run_dir: Path) -> Source:
         parity_rows=series.features[b:],
         parity_truth=series.targets[b:],
         origin=str(run_dir),
+        residuals=info.raw.get("residuals"),
+        sampling=info.raw.get("sampling"),
     )
 
 

@@ -15,10 +15,13 @@ import os
 from .errors import IncompatibleModelError, ModelFormatError
 from .files import read_bounded
 from .integrity import check_integrity
+from .monitor import ResidualCalibration
 from .tflite_file import TFLiteFile, read_tflite
 
 METADATA_NAME = "statelite"
-FORMAT_VERSION = 1
+# 2: adds ``residuals`` (the validation split's residual calibration: intervals and anomaly scores) and ``sampling``
+# (the training time column's period: gap detection). Version 1 files load, without those two.
+FORMAT_VERSION = 2
 CHUNK_SIGNATURE_KEY = "step_chunk"  # sorts after "step", so the step signature stays the primary subgraph
 # The largest model file read: statelite's models are kilobytes to a few megabytes; a bigger "model" is the wrong
 # file (or /dev/zero), and reading it whole would exhaust a small device's memory.
@@ -294,6 +297,11 @@ class ModelMetadata:
     # in model units: what the integer modes were calibrated on (None for float and dynamic-range graphs).
     calibration: dict | None = None
     input_range: InputRange | None = None
+    # The validation split's streaming residuals (``statelite.monitor``): what intervals and anomaly scores are
+    # calibrated on. None in version 1 files and in models converted from a bare Keras file (no validation split).
+    residuals: ResidualCalibration | None = None
+    # The training time column's sampling (``statelite.timecol.Sampling`` as a dict): what gaps are judged against.
+    sampling: dict | None = None
     versions: dict = dataclasses.field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     # The name of the metadata entry holding the file's content digest ("statelite_sha256"), set by the converter
@@ -333,6 +341,8 @@ class ModelMetadata:
             "parity": self.parity,
             "calibration": self.calibration,
             "input_range": self.input_range.to_dict() if self.input_range else None,
+            "residuals": self.residuals.to_dict() if self.residuals is not None else None,
+            "sampling": self.sampling,
             **({"content_digest": self.content_digest} if self.content_digest else {}),
         }
 
@@ -374,6 +384,14 @@ class ModelMetadata:
         time_column = d.get("time_column")
         _check_parity(d.get("parity"))
         _check_calibration(d.get("calibration"))
+        horizon, n_targets = _int(d["horizon"], "horizon", 1, 1 << 20), len(_list(d["targets"], "targets"))
+        residuals = d.get("residuals")
+        residuals = None if residuals is None else ResidualCalibration.from_dict(residuals, horizon, n_targets)
+        sampling = d.get("sampling")
+        if sampling is not None:
+            from .timecol import Sampling
+
+            Sampling.from_dict(_dict(sampling, "sampling"))  # checked here; the stream builds its own
         return cls(
             signature_key=_str(d["signature_key"], "signature_key"),
             x=TensorSpec.from_dict(d["x"]),
@@ -399,6 +417,8 @@ class ModelMetadata:
             parity=d.get("parity"),
             calibration=d.get("calibration"),
             input_range=InputRange.from_dict(d.get("input_range")),
+            residuals=residuals,
+            sampling=sampling,
             versions=dict(_dict(d.get("versions", {}), "versions")),
             format_version=version,
             content_digest=None if d.get("content_digest") is None else _str(d["content_digest"], "content_digest"),

@@ -86,6 +86,21 @@ class StreamPool:
             view[lane] = zero
         self._has_prev[lane] = False
 
+    def monitor(self, key: Hashable, options=None):
+        """One lane with prediction intervals and anomaly scores (``StatefulRunner.monitor`` for a pool's stream):
+        ``m = pool.monitor("pump-3"); obs = m.step(x)`` steps that lane alone.
+
+        Raises:
+            BadInputError: an unknown key.
+            IncompatibleModelError: the model carries no residual calibration.
+        """
+        from .monitor import StreamMonitor, monitor_for
+
+        self._slot(key)
+        return StreamMonitor(
+            lambda x: self.step({key: x})[key], lambda: self.reset(key), monitor_for(self.metadata, options)
+        )
+
     def __contains__(self, key) -> bool:
         return key in self._slots
 

@@ -7,6 +7,7 @@ import numpy as np
 
 from .binding import GraphBinding, StatePair, quantize
 from .errors import BadInputError, NonFiniteStepError
+from .monitor import MonitorOptions, StreamMonitor, monitor_for
 from .ranges import RangeCallback, RangeReport
 
 PREV_KEY = "x_prev"  # the previous raw row, part of the state of a differencing model
@@ -532,6 +533,28 @@ class StatefulRunner:
     def _chunk_levels(self, block: np.ndarray) -> np.ndarray:
         cols = self._levels if self.batch == 1 else self._levels[2]
         return block[..., cols][..., None, :]
+
+    def monitor(self, options: MonitorOptions | None = None) -> StreamMonitor:
+        """This runner with prediction intervals and anomaly scores: ``m = runner.monitor(); obs = m.step(x)``.
+
+        ``obs.forecast`` is what ``step`` returns; ``obs.lower``/``obs.upper`` the interval bounds per level,
+        ``obs.score``/``obs.anomaly`` the row's anomaly score and flag (see ``statelite.monitor``). The monitor steps
+        this runner: step it through the monitor only.
+
+        Args:
+            options: ``MonitorOptions`` (levels, threshold, substitution, adaptation); default: a 90% interval.
+
+        Raises:
+            IncompatibleModelError: the model carries no residual calibration (converted before format version 2,
+                or from a bare Keras file).
+            BadInputError: a batched model (use ``StreamPool.monitor(key)``).
+        """
+        if self.batch != 1:
+            raise BadInputError(
+                f"expected a one-stream model for StatefulRunner.monitor; received batch {self.batch}. "
+                f"Use StreamPool.monitor(key) for one lane of a batched model."
+            )
+        return StreamMonitor(self.step, self.reset, monitor_for(self.metadata, options))
 
     @property
     def output_shape(self) -> tuple[int, ...]:

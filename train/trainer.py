@@ -169,6 +169,9 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
     fit_seconds = time.perf_counter() - fit_started
 
     test = evaluate(model, series, test_x, b, config, tscaler)
+    monitoring = residual_monitoring(model, series, (a, b), config, fscaler, tscaler)
+    test["coverage"] = monitoring.pop("coverage")
+    test["anomaly_rate"] = monitoring.pop("anomaly_rate")
     metrics = {
         "test": test,
         "best_val_loss": best_loss,
@@ -199,11 +202,17 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
     )
 
     run = _run_json(config, series, fscaler, tscaler, (a, b), metrics, tf.__version__, keras.__version__)
+    run["residuals"] = monitoring["residuals"]
+    run["sampling"] = monitoring["sampling"]
     run["diagnostics"] = diagnostics
     seconds = time.perf_counter() - started  # everything but writing run.json itself
     run["timing"] = {"fit_seconds": round(fit_seconds, 3), "total_seconds": round(seconds, 3)}
     (out / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
     if log is not None:
+        cov = test["coverage"]["adaptive"]
+        log("test coverage of the prediction intervals: " + ", ".join(
+            f"{float(level):.0%} -> {value:.1%}" for level, value in cov.items()
+        ) + f"; rows flagged anomalous at the default threshold: {test['anomaly_rate']:.2%}")
         for paragraph in diagnostics_text(diagnostics):
             log(paragraph)
     return TrainResult(out, config, metrics, tuple(history), seconds, fit_seconds, tuple(diagnostics), model)
@@ -248,6 +257,64 @@ def evaluate(model, series: D.Series, test_x: np.ndarray, b: int, config: TrainC
         seasonal = np.stack([y[t + k + 1 - config.season] for k in range(horizon)], axis=1)
         result["seasonal_naive"] = _errors(seasonal, actual)
     return result
+
+
+COVERAGE_LEVELS = (0.8, 0.9, 0.95)
+
+
+def residual_monitoring(model, series: D.Series, split: tuple[int, int], config: TrainConfig, fscaler: D.Scaler,
+                        tscaler: D.Scaler) -> dict[str, Any]:
+    """Calibrate prediction intervals and anomaly scores on the validation split; measure them on the test split.
+
+    The model streams over the whole series from a zero state, as a device does from its first row. The forecasts
+    made at validation positions whose horizon ends inside the validation split give the residuals
+    (``statelite.monitor.calibrate``). The test split is then replayed through the device's own monitor
+    (``statelite.monitor.replay``), whose intervals adapt online, to measure coverage at 80, 90 and 95%.
+
+    Returns:
+        ``{"residuals": calibration dict, "sampling": dict or None, "coverage": {"adaptive": {level: share},
+        "calibrated": {level: share}}, "anomaly_rate": share of test rows flagged at the default threshold}``.
+
+    Raises:
+        BadInputError: the validation split gives no residual (shorter than the horizon).
+    """
+    from statelite import monitor as M
+    from statelite.timecol import estimate_sampling
+
+    a, b = split
+    n, horizon, window = series.rows, config.horizon, config.window
+    x = D.model_inputs(series.features, fscaler, config.difference).astype(np.float32)
+    out = model.predict(x[None], verbose=0)[0]
+    positions = np.arange(n - 1)
+    forecasts = D.decode_forecast(out[positions], series.targets[positions], tscaler, horizon, config.difference)
+    actual = np.full(forecasts.shape, np.nan)
+    for k in range(horizon):
+        actual[: n - k - 1, k] = series.targets[k + 1:]
+    val = np.arange(max(a, window - 1), b - 1)
+    val_actual = actual[val].copy()
+    val_actual[(val[:, None] + np.arange(1, horizon + 1)[None, :]) >= b] = np.nan  # the truth must be in the split
+    if not np.isfinite(val_actual).any():
+        raise BadInputError(
+            f"expected a validation split longer than the horizon ({horizon}) to calibrate intervals, "
+            f"Received: {b - a} validation rows; use more data or a larger --val-fraction"
+        )
+    calibration = M.calibrate(forecasts[val], val_actual)
+    # Replay from the first test row: the monitor sees row b first, with the forecasts made from row b on.
+    rows = np.arange(b, n - 1)
+    coverage = {}
+    for name, adapt in (("adaptive", True), ("calibrated", False)):
+        options = M.MonitorOptions(levels=COVERAGE_LEVELS, adapt=adapt)
+        replayed = M.replay(calibration, forecasts[rows], series.targets[rows], options)
+        shares = M.coverage(replayed["lower"], replayed["upper"], series.targets[rows])
+        coverage[name] = {f"{level:g}": round(float(v), 4) for level, v in zip(COVERAGE_LEVELS, shares)}
+        if adapt:
+            scored = np.isfinite(replayed["score"])
+            rate = float(replayed["anomaly"][scored].mean()) if scored.any() else math.nan
+    sampling = None
+    if series.time is not None:
+        found = estimate_sampling([str(v) for v in series.time], column=series.time_column or "time")
+        sampling = found.to_dict() if found is not None else None
+    return {"residuals": calibration.to_dict(), "sampling": sampling, "coverage": coverage, "anomaly_rate": rate}
 
 
 # Thresholds of ``diagnose``.

@@ -1,0 +1,626 @@
+"""Prediction intervals and anomaly scores on a stream of forecasts: calibrated once, adapted online.
+
+This module owns the residual calibration a model carries (``ResidualCalibration``, the metadata's ``residuals``
+entry) and the per-stream monitor built on it (``ForecastMonitor``). numpy only: it runs on the device next to the
+interpreter, and on the workstation over Keras forecasts (``statelite train`` reports test coverage with it).
+
+How it works, per target ``k`` and horizon step ``h``:
+
+- **Calibration.** Streaming the trained model over its validation split gives residuals ``r = actual - forecast``.
+  Their absolute values are summarised by quantiles on a fixed probability grid up to the 90th percentile ``u``,
+  and above ``u`` by an exponential tail (peaks over threshold: ``P(|r| > u + x) = 0.1 * exp(-x / beta)``, with
+  ``beta`` the mean excess over ``u``). The tail lets a huge residual get a tiny p-value that the few hundred
+  calibration residuals of a short series could not give directly (a plain conformal p-value stops at 1/(n+1)).
+- **Intervals.** At level ``l`` the interval is ``forecast +- Q(l) * exp(theta_l)``: ``Q(l)`` the calibrated
+  quantile of ``|r|``, ``theta_l`` an online correction in log space updated when the truth arrives,
+  ``theta_l += rate * (miss - (1 - l))`` (quantile tracking, the adaptive-conformal update of Gibbs & Candes 2021 and
+  Angelopoulos et al. 2023 applied to the log width). A miss widens every later interval, a hit narrows it a little,
+  so the long-run miss rate tends to ``1 - l`` even when the errors drift. Each forecast keeps the width it was
+  issued with; the update compares the truth against that width.
+- **Scores.** A row's target values are compared with the forecasts made for its time 1 to H steps earlier. Each
+  residual, divided by an online scale ``exp(theta_s)`` (a median tracker of the same kind), gets a p-value from the
+  calibrated distribution; the row's p-value is the Bonferroni combination ``min(1, m * min p)`` over the ``m``
+  horizons and targets that have a forecast (valid whatever the dependence between them). The score is
+  ``-log10(p)``: 3 means a residual as large turns up once in a thousand rows. A row is anomalous when its score
+  reaches the threshold. Anomalous rows do not update the online corrections (an outlier must not widen the
+  intervals of the normal rows after it), and consecutive anomalous rows form one ``Event``.
+
+Nothing here touches the model's state: ``ForecastMonitor.observe`` decides what the model is fed (the row, or with
+``substitute`` its own one-step forecast in place of an anomalous row's targets) and ``push`` takes the forecast the
+model made from it. ``statelite.StatefulRunner.monitor`` and ``statelite.StreamPool.monitor`` wire the two together.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+# The probabilities where |residual| quantiles are stored; above the last one the tail is exponential.
+PROBS = tuple(round(0.05 * i, 2) for i in range(19))  # 0.0, 0.05, ..., 0.9
+TAIL_P = 1.0 - PROBS[-1]
+DEFAULT_LEVELS = (0.9,)
+# -log10 of the row's combined p-value: a false alarm once in 10^4 rows (a month of 5-minute readings has 8,640)
+# if the calibrated error distribution held exactly. Real residuals have heavier tails than a fit on a few hundred
+# rows shows, so the observed rate is higher; benchmarks/anomaly.py measures it.
+DEFAULT_THRESHOLD = 4.0
+DEFAULT_RATE = 0.05
+MAX_SCORE = 300.0  # a p-value below 1e-300 is reported as 1e-300 (float64 underflows soon after)
+THETA_LIMIT = 6.0  # the online correction stays within exp(+-6) = 403x of the calibrated width
+SMALL_CELLS = 16  # up to this many horizon steps x targets, p-values are computed in Python floats (faster)
+MIN_CALIBRATION = 20  # residuals per horizon step below which a calibration means little (train says so)
+
+
+class _Bad(ValueError):
+    pass
+
+
+def _floats(v, what: str, shape: tuple[int, ...]) -> np.ndarray:
+    try:
+        a = np.asarray(v, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise _Bad(f"{what} must be numbers of shape {shape}; received {str(v)[:60]!r}") from None
+    if a.shape != shape or not np.isfinite(a).all():
+        raise _Bad(f"{what} must be finite numbers of shape {shape}; received shape {a.shape}")
+    return a
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ResidualCalibration:
+    """The validation split's streaming residuals, summarised per horizon step and target (raw target units).
+
+    Attributes:
+        steps: forecast positions the residuals come from (each gives one residual per horizon step and target).
+        quantiles: ``(horizon, targets, len(PROBS))`` quantiles of ``|residual|`` at ``PROBS``.
+        tail: ``(horizon, targets)`` mean excess over the 90th percentile: the exponential tail's scale.
+        source: where the residuals come from (``"validation split"``).
+    """
+
+    steps: int
+    quantiles: np.ndarray
+    tail: np.ndarray
+    source: str = "validation split"
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, ResidualCalibration):
+            return NotImplemented
+        return (self.steps, self.source) == (other.steps, other.source) and np.array_equal(
+            self.quantiles, other.quantiles) and np.array_equal(self.tail, other.tail)
+
+    __hash__ = None
+
+    @property
+    def horizon(self) -> int:
+        return self.quantiles.shape[0]
+
+    @property
+    def targets(self) -> int:
+        return self.quantiles.shape[1]
+
+    def quantile(self, level: float) -> np.ndarray:
+        """``(horizon, targets)``: the calibrated ``level`` quantile of ``|residual|``."""
+        if level <= PROBS[-1]:
+            i = np.searchsorted(PROBS, level, side="right") - 1
+            i = min(int(i), len(PROBS) - 2)
+            w = (level - PROBS[i]) / (PROBS[i + 1] - PROBS[i])
+            return self.quantiles[..., i] * (1 - w) + self.quantiles[..., i + 1] * w
+        return self.quantiles[..., -1] + self.tail * math.log(TAIL_P / (1.0 - level))
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source,
+            "steps": self.steps,
+            "probs": list(PROBS),
+            "quantiles": self.quantiles.tolist(),
+            "tail": self.tail.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d, horizon: int, targets: int) -> ResidualCalibration:
+        """Read the metadata's ``residuals`` entry for a model of ``horizon`` steps and ``targets`` targets.
+
+        Raises:
+            ValueError: a field missing, of the wrong shape, not finite, or quantiles not increasing.
+        """
+        if not isinstance(d, dict):
+            raise _Bad(f"residuals must be an object; received {type(d).__name__}")
+        probs = d.get("probs")
+        if not isinstance(probs, list) or [round(float(p), 6) for p in probs] != [round(p, 6) for p in PROBS]:
+            raise _Bad(f"residuals probs must be {list(PROBS)}; received {str(probs)[:60]}")
+        steps = d.get("steps")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise _Bad(f"residuals steps must be a positive integer; received {steps!r:.30}")
+        q = _floats(d.get("quantiles"), "residuals quantiles", (horizon, targets, len(PROBS)))
+        tail = _floats(d.get("tail"), "residuals tail", (horizon, targets))
+        if (q < 0).any() or (np.diff(q, axis=-1) < 0).any() or (tail <= 0).any():
+            raise _Bad("residuals quantiles must be non-negative and increasing, and tail scales positive")
+        source = d.get("source", "validation split")
+        return cls(steps, q, tail, source if isinstance(source, str) else "validation split")
+
+
+def calibrate(forecasts: np.ndarray, actual: np.ndarray, source: str = "validation split") -> ResidualCalibration:
+    """Summarise streaming residuals into a ``ResidualCalibration``.
+
+    Args:
+        forecasts: ``(positions, horizon, targets)`` forecasts in raw units.
+        actual: the same shape: what each forecast step turned out to be. NaN where unknown (past the data's end):
+            those pairs are left out.
+        source: recorded as the calibration's source.
+
+    Returns:
+        The calibration. A horizon step and target whose residuals are all zero (a flat series forecast exactly)
+        get a floor of 1e-9 of the actual values' magnitude, so a later nonzero residual is surprising but finite.
+
+    Raises:
+        ValueError: shapes differ, or no position has a known residual.
+    """
+    forecasts = np.asarray(forecasts, dtype=np.float64)
+    actual = np.asarray(actual, dtype=np.float64)
+    if forecasts.shape != actual.shape or forecasts.ndim != 3:
+        raise ValueError(
+            f"expected forecasts and actual values of one shape (positions, horizon, targets); received "
+            f"{forecasts.shape} and {actual.shape}"
+        )
+    r = np.abs(actual - forecasts)
+    known = np.isfinite(r)
+    if not known.any():
+        raise ValueError("expected at least one position with a known residual; received none")
+    _, horizon, targets = r.shape
+    q = np.zeros((horizon, targets, len(PROBS)))
+    tail = np.zeros((horizon, targets))
+    for h in range(horizon):
+        for k in range(targets):
+            v = r[known[:, h, k], h, k]
+            level = np.abs(actual[known[:, h, k], h, k])
+            floor = max(1e-9 * float(level.mean()) if level.size else 0.0, 1e-12)
+            if v.size == 0:  # a horizon step never observed inside the split: borrow the previous step's
+                q[h, k], tail[h, k] = (q[h - 1, k], tail[h - 1, k]) if h else (floor, floor)
+                continue
+            q[h, k] = np.maximum(np.quantile(v, PROBS), floor)
+            over = v[v > q[h, k, -1]] - q[h, k, -1]
+            # With few exceedances the mean excess is noisy; the spread of the body bounds it from below so one
+            # calm validation split cannot make every later residual look extreme.
+            body = q[h, k, -1] - q[h, k, 0]
+            tail[h, k] = max(float(over.mean()) if over.size else 0.0, body / 4.0, floor)
+    return ResidualCalibration(int(known.any(axis=(1, 2)).sum()), np.maximum.accumulate(q, axis=-1), tail, source)
+
+
+@dataclasses.dataclass(frozen=True)
+class MonitorOptions:
+    """What a ``ForecastMonitor`` computes and how it adapts.
+
+    Attributes:
+        levels: interval levels in (0, 1), e.g. ``(0.8, 0.9, 0.95)``; empty for no intervals.
+        threshold: the score (``-log10`` of the row's p-value) at which a row is anomalous.
+        substitute: feed the model its own one-step forecast in place of an anomalous row's target values, so one
+            spike does not spoil the state and the forecasts after it.
+        max_substitute: substitute at most this many consecutive rows (None: the horizon); after that the values
+            are taken as they are, so a real level shift becomes the new normal instead of being ignored forever.
+        adapt: update the online corrections from the errors observed (False: the calibration as converted).
+        rate: the step of the online corrections (log width per observed miss).
+
+    Raises:
+        ValueError: a level outside (0, 1), a negative threshold, or a rate outside (0, 1].
+    """
+
+    levels: tuple[float, ...] = DEFAULT_LEVELS
+    threshold: float = DEFAULT_THRESHOLD
+    substitute: bool = False
+    max_substitute: int | None = None
+    adapt: bool = True
+    rate: float = DEFAULT_RATE
+
+    def __post_init__(self):
+        levels = tuple(float(v) for v in self.levels)
+        object.__setattr__(self, "levels", levels)
+        for v in levels:
+            if not 0.0 < v < 1.0:
+                raise ValueError(f"expected interval levels between 0 and 1 (e.g. 0.9); received {v!r}")
+        if len(set(levels)) != len(levels):
+            raise ValueError(f"expected each interval level once; received {list(levels)}")
+        if not (math.isfinite(self.threshold) and self.threshold >= 0):
+            raise ValueError(f"expected a threshold >= 0 (a score, -log10 of a p-value); received {self.threshold!r}")
+        if not 0.0 < self.rate <= 1.0:
+            raise ValueError(f"expected a rate in (0, 1]; received {self.rate!r}")
+        if self.max_substitute is not None and self.max_substitute < 0:
+            raise ValueError(f"expected max_substitute >= 0; received {self.max_substitute!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """Consecutive anomalous rows: ``start`` and ``end`` are the monitor's row numbers (0-based, inclusive)."""
+
+    start: int
+    end: int
+    peak: float  # the highest score in the event
+    peak_row: int
+
+    @property
+    def rows(self) -> int:
+        return self.end - self.start + 1
+
+
+class Observation:
+    """What the monitor says about one row, and the forecast made from it.
+
+    Attributes:
+        row: the monitor's row number (0-based, counting every observed row).
+        forecast: ``(horizon, targets)`` raw forecast made after this row (None until ``push``).
+        lower, upper: ``(levels, horizon, targets)`` interval bounds around it (empty without levels).
+        score: ``-log10`` of the row's p-value, NaN when no earlier forecast covers this row (warm-up, a reset).
+        p_value: the row's combined p-value (NaN like ``score``).
+        anomaly: the score reached the threshold.
+        substituted: the model was fed its own forecast for this row's targets.
+        event: the event this row closed (the row after an anomalous run), else None.
+    """
+
+    __slots__ = ("row", "forecast", "lower", "upper", "score", "p_value", "anomaly", "substituted", "event", "fed",
+                 "_pending")
+
+    def __init__(self, row, score, p_value, anomaly, substituted, event, fed):
+        self.row, self.score, self.p_value, self.anomaly = row, score, p_value, anomaly
+        self.substituted, self.event, self.fed = substituted, event, fed
+        self.forecast = self.lower = self.upper = self._pending = None
+
+    def __repr__(self) -> str:
+        return (f"Observation(row={self.row}, score={self.score:.3g}, anomaly={self.anomaly}, "
+                f"substituted={self.substituted})")
+
+
+class ForecastMonitor:
+    """Per-stream online state: the forecasts still waiting for their truth, the online corrections, the open event.
+
+    Args:
+        calibration: the model's ``ResidualCalibration``.
+        target_index: for each target, its column among the features (None when a target is not a feature: then
+            ``observe`` needs ``actual``, and substitution leaves the row as it is).
+        options: ``MonitorOptions``.
+        warmup: rows after a (re)start whose forecasts are not scored (the state is still settling).
+    """
+
+    def __init__(self, calibration: ResidualCalibration, target_index, options: MonitorOptions = MonitorOptions(),
+                 warmup: int = 0):
+        self.calibration = calibration
+        self.options = options
+        self.warmup = int(warmup)
+        H, T = calibration.horizon, calibration.targets
+        self.horizon, self.targets = H, T
+        self._tidx = None if target_index is None else np.asarray(target_index, dtype=np.intp)
+        self._levels = np.asarray(options.levels, dtype=np.float64)
+        L = len(self._levels)
+        self._q_levels = np.stack([calibration.quantile(v) for v in options.levels]) if L else np.zeros((0, H, T))
+        self._alpha = (1.0 - self._levels)[:, None, None]
+        cal = calibration
+        self._median = cal.quantile(0.5)
+        self._u = cal.quantiles[..., -1]
+        self._probs = np.asarray(PROBS)
+        cells = H * T <= SMALL_CELLS
+        self._cells = [
+            (q.tolist(), float(u), float(b))
+            for q, u, b in zip(cal.quantiles.reshape(H * T, -1), self._u.ravel(), cal.tail.ravel())
+        ] if cells else None
+        self._max_sub = H if options.max_substitute is None else options.max_substitute
+        # which issued forecast covers the arriving row: ring slot j (issued j + 1 rows ago), its horizon step j
+        self._diag = np.arange(H)
+        self.theta = np.zeros((L, H, T))  # log corrections of each level's width
+        self.theta_scale = np.zeros((H, T))  # log correction of the residual scale used by the scores
+        self.row = 0
+        self.restart()
+        self._event_start = -1
+        self._event_peak = (-math.inf, -1)
+
+    # -- state ---------------------------------------------------------------------------------------------------
+
+    def restart(self) -> None:
+        """Forget the forecasts waiting for their truth (after the model's state was reset or a gap). The online
+        corrections are kept: they describe the model's errors, not the stream's position."""
+        H, T, L = self.horizon, self.targets, len(self._levels)
+        self._ring = np.full((H, H, T), np.nan)  # [j]: forecast issued j + 1 rows ago
+        self._ring_w = np.full((L, H, H, T), np.nan)  # [:, j]: the half-widths it was issued with
+        self._since = 0  # rows since the restart
+        self._subs = 0  # consecutive substituted rows
+        self._last_fed = None
+
+    def one_step(self) -> np.ndarray | None:
+        """``(targets,)`` the latest one-step-ahead forecast (what the next row should be), or None."""
+        f = self._ring[0, 0]
+        return None if np.isnan(f).any() else f.copy()
+
+    # -- scoring -------------------------------------------------------------------------------------------------
+
+    def p_values(self, residuals: np.ndarray) -> np.ndarray:
+        """``(horizon, targets)`` p-values of ``|residuals|`` (NaN stays NaN) under the calibration and the current
+        online scale."""
+        if self._cells is not None:
+            return np.array(self._p_small(residuals.ravel().tolist())).reshape(residuals.shape)
+        z = np.abs(residuals) * np.exp(-self.theta_scale)
+        q = self.calibration.quantiles
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            tail = TAIL_P * np.exp(-(z - self._u) / self.calibration.tail)
+            # inside the body: linear interpolation of the quantile function's inverse between grid points
+            i = np.clip((q <= z[..., None]).sum(axis=-1), 1, len(PROBS) - 1)
+            lo = np.take_along_axis(q, (i - 1)[..., None], -1)[..., 0]
+            hi = np.take_along_axis(q, i[..., None], -1)[..., 0]
+            w = np.where(hi > lo, (z - lo) / np.where(hi > lo, hi - lo, 1.0), 1.0)
+            body = 1.0 - (self._probs[i - 1] + np.clip(w, 0.0, 1.0) * (self._probs[i] - self._probs[i - 1]))
+            p = np.where(z > self._u, tail, np.where(z <= q[..., 0], 1.0, body))
+        p[np.isnan(z)] = np.nan
+        return p
+
+    def _p_small(self, residuals: list) -> list:
+        """``p_values`` in Python floats: for a few cells, cheaper than a dozen numpy calls (the same arithmetic)."""
+        out = []
+        probs = PROBS
+        for r, th, (q, u, beta) in zip(residuals, self.theta_scale.ravel().tolist(), self._cells):
+            if r != r:
+                out.append(math.nan)
+                continue
+            z = abs(r) * math.exp(-th)
+            if z > u:
+                out.append(TAIL_P * math.exp(-(z - u) / beta))
+            elif z <= q[0]:
+                out.append(1.0)
+            else:
+                i = min(max(bisect.bisect_right(q, z), 1), len(probs) - 1)
+                lo, hi = q[i - 1], q[i]
+                w = min(max((z - lo) / (hi - lo), 0.0), 1.0) if hi > lo else 1.0
+                out.append(1.0 - (probs[i - 1] + w * (probs[i] - probs[i - 1])))
+        return out
+
+    def observe(self, x, actual=None) -> Observation:
+        """Score an arriving row and decide what the model is fed; call ``push`` with the forecast made from it.
+
+        Args:
+            x: the raw row of features, ``(features,)``.
+            actual: the targets' values, ``(targets,)``; by default read from ``x`` at the targets' columns.
+
+        Returns:
+            An ``Observation``; its ``fed`` is the row to step the model with (a copy with substituted targets, or
+            ``x`` itself).
+        """
+        if actual is None:
+            if self._tidx is None:
+                raise ValueError("expected the targets' values (actual=...): a target is not among the features")
+            actual = np.asarray(x, dtype=np.float64)[self._tidx]
+        else:
+            actual = np.asarray(actual, dtype=np.float64).reshape(self.targets)
+        issued = self._ring[self._diag, self._diag]  # (H, T): the forecast made for this row h + 1 rows ago
+        r = actual[None, :] - issued
+        score = p_row = math.nan
+        anomaly = False
+        if self._cells is not None:
+            ps = [v for v in self._p_small(r.ravel().tolist()) if v == v]
+            m, p_min = len(ps), (min(ps) if ps else 1.0)
+        else:
+            p = self.p_values(r)
+            m = int(np.isfinite(p).sum())
+            p_min = float(np.nanmin(p)) if m else 1.0
+        if m:
+            p_row = min(1.0, m * p_min)
+            score = MAX_SCORE if p_row <= 10.0 ** -MAX_SCORE else min(MAX_SCORE, 0.0 - math.log10(p_row)) + 0.0
+            anomaly = score >= self.options.threshold
+        row = self.row
+        event = None
+        if not anomaly and self._event_start >= 0:
+            event = Event(self._event_start, row - 1, self._event_peak[0], self._event_peak[1])
+        fed = x
+        substituted = False
+        if anomaly and self.options.substitute and self._tidx is not None and self._subs < self._max_sub:
+            guess = issued[0]
+            if np.isfinite(guess).all():
+                fed = np.array(x, dtype=np.float64, copy=True)
+                fed[self._tidx] = guess
+                substituted = True
+        obs = Observation(row, score, p_row, anomaly, substituted, event, fed)
+        obs._pending = (r, m == r.size) if m and self.options.adapt and not anomaly else None
+        return obs
+
+    def _adapt(self, r: np.ndarray, complete: bool) -> None:
+        """Quantile tracking in log space (see the module docstring); ``complete``: every cell has a residual."""
+        rate = self.options.rate
+        a = np.abs(r)
+        with np.errstate(invalid="ignore"):
+            step = (a > self._median * np.exp(self.theta_scale)) - 0.5
+            if not complete:
+                step[np.isnan(a)] = 0.0
+            self.theta_scale = np.clip(self.theta_scale + rate * step, -THETA_LIMIT, THETA_LIMIT)
+            if len(self._levels):
+                w = self._ring_w[:, self._diag, self._diag]  # (L, H, T): the width each forecast was issued with
+                step = (a > w) - self._alpha
+                if not complete:
+                    step[np.isnan(w) | np.isnan(a)[None]] = 0.0
+                self.theta = np.clip(self.theta + rate * step, -THETA_LIMIT, THETA_LIMIT)
+
+    def push(self, obs: Observation, forecast) -> Observation:
+        """Record the forecast the model made after ``obs``'s row and fill in its interval bounds.
+
+        Args:
+            obs: the ``Observation`` of the row just stepped.
+            forecast: ``(horizon, targets)`` raw forecast.
+
+        Returns:
+            ``obs`` with ``forecast``, ``lower`` and ``upper`` set.
+        """
+        f = np.asarray(forecast, dtype=np.float64).reshape(self.horizon, self.targets)
+        if obs.row != self.row:
+            raise ValueError(f"expected the observation of row {self.row}; received row {obs.row}")
+        # What observe decided is committed only now, once the model has stepped: a step that failed (a refused
+        # row) leaves the monitor as it was.
+        if obs._pending is not None:
+            self._adapt(*obs._pending)
+            obs._pending = None
+        if obs.anomaly:
+            if self._event_start < 0:
+                self._event_start = obs.row
+            if obs.score > self._event_peak[0]:
+                self._event_peak = (obs.score, obs.row)
+        elif obs.event is not None:
+            self._event_start, self._event_peak = -1, (-math.inf, -1)
+        self._subs = self._subs + 1 if obs.substituted else 0
+        self.row += 1
+        self._since += 1
+        ring, ring_w = self._ring, self._ring_w
+        ring[1:] = ring[:-1]
+        ring_w[:, 1:] = ring_w[:, :-1]
+        half = self._q_levels * np.exp(self.theta)  # (L, H, T)
+        if self._since > self.warmup:
+            ring[0] = f
+            ring_w[:, 0] = half
+        else:
+            ring[0] = np.nan
+            ring_w[:, 0] = np.nan
+        obs.forecast = f
+        obs.lower = f[None] - half
+        obs.upper = f[None] + half
+        return obs
+
+    def advance(self, forecast) -> None:
+        """Record a forecast made from a row that is not observed (a gap filled with the model's own forecasts):
+        it is kept for the rows to come, nothing is scored, and the row count does not move."""
+        self.push(Observation(self.row, math.nan, math.nan, False, False, None, None), forecast)
+        self.row -= 1
+
+    def close_event(self) -> Event | None:
+        """End an open event now (the stream ended, or a reset): the event, or None."""
+        if self._event_start < 0:
+            return None
+        event = Event(self._event_start, self.row - 1, self._event_peak[0], self._event_peak[1])
+        self._event_start, self._event_peak = -1, (-math.inf, -1)
+        return event
+
+
+def replay(calibration: ResidualCalibration, forecasts: np.ndarray, actual: np.ndarray,
+           options: MonitorOptions = MonitorOptions(), warmup: int = 0) -> dict[str, np.ndarray]:
+    """Run a monitor over forecasts made beforehand (a Keras model's, in ``statelite train``; a benchmark's).
+
+    Args:
+        calibration: the residual calibration.
+        forecasts: ``(rows, horizon, targets)``: the forecast made after each row.
+        actual: ``(rows, targets)``: each row's target values.
+        options: monitor options (substitution does not apply: the forecasts are fixed).
+        warmup: rows whose forecasts are not scored.
+
+    Returns:
+        ``{"score", "p_value", "anomaly"}`` of shape ``(rows,)`` and ``{"lower", "upper"}`` of shape
+        ``(rows, levels, horizon, targets)``.
+    """
+    forecasts = np.asarray(forecasts, dtype=np.float64)
+    actual = np.asarray(actual, dtype=np.float64)
+    mon = ForecastMonitor(calibration, None, dataclasses.replace(options, substitute=False), warmup)
+    n = len(forecasts)
+    out = {
+        "score": np.full(n, np.nan), "p_value": np.full(n, np.nan), "anomaly": np.zeros(n, bool),
+        "lower": np.zeros((n, len(options.levels), mon.horizon, mon.targets)),
+        "upper": np.zeros((n, len(options.levels), mon.horizon, mon.targets)),
+    }
+    for i in range(n):
+        obs = mon.push(mon.observe(None, actual[i]), forecasts[i])
+        out["score"][i], out["p_value"][i], out["anomaly"][i] = obs.score, obs.p_value, obs.anomaly
+        out["lower"][i], out["upper"][i] = obs.lower, obs.upper
+    return out
+
+
+def coverage(lower: np.ndarray, upper: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """The share of forecast steps whose truth fell inside the interval, per level.
+
+    Args:
+        lower, upper: ``(rows, levels, horizon, targets)`` bounds issued after each row (``replay``'s output).
+        actual: ``(rows, targets)`` the rows' target values.
+
+    Returns:
+        ``(levels,)`` coverage over every row and horizon step whose truth is known (NaN bounds are left out).
+    """
+    rows, L, H, T = lower.shape
+    hits = np.zeros(L)
+    count = np.zeros(L)
+    for h in range(H):
+        if rows <= h + 1:
+            break
+        truth = actual[h + 1:][:, None, :]  # the row h + 1 after the forecast's
+        lo, hi = lower[: rows - h - 1, :, h, :], upper[: rows - h - 1, :, h, :]
+        ok = np.isfinite(lo) & np.isfinite(hi) & np.isfinite(truth)
+        hits += ((truth >= lo) & (truth <= hi) & ok).sum(axis=(0, 2))
+        count += ok.sum(axis=(0, 2))
+    return np.where(count > 0, hits / np.maximum(count, 1), np.nan)
+
+
+class StreamMonitor:
+    """One stream's model and its ``ForecastMonitor``, stepped together: score the row, step the model on what the
+    monitor says to feed it, attach the intervals to the forecast.
+
+    Made by ``StatefulRunner.monitor()`` or ``StreamPool.monitor(key)``; not constructed directly.
+
+    Attributes:
+        monitor: the ``ForecastMonitor`` (its online corrections, ``theta`` and ``theta_scale``, are public).
+    """
+
+    def __init__(self, step: Callable, reset: Callable, monitor: ForecastMonitor):
+        self._step_model, self._reset_model = step, reset
+        self.monitor = monitor
+        self._last = None  # the last row fed (the base row of a gap fill)
+
+    @property
+    def options(self) -> MonitorOptions:
+        return self.monitor.options
+
+    def step(self, x, actual=None) -> Observation:
+        """Score one raw row, step the model, and return the ``Observation`` with the forecast and its intervals.
+
+        Raises:
+            BadInputError, NonFiniteStepError, ConcurrentUseError: as the model's ``step``; the model and the monitor
+                are then as they were before the call.
+        """
+        obs = self.monitor.observe(x, actual)
+        y = self._step_model(obs.fed)
+        self._last = obs.fed
+        return self.monitor.push(obs, y)
+
+    def fill(self, steps: int) -> int:
+        """Advance over ``steps`` missing rows on the model's own one-step forecasts (the targets' columns take the
+        forecast, the other features keep the last row's values); nothing is scored.
+
+        Returns:
+            The rows filled: 0 when there is no forecast to fill with yet (warm-up, a reset) or a target is not
+            a feature.
+        """
+        done = 0
+        tidx = self.monitor._tidx
+        while done < steps and self._last is not None and tidx is not None:
+            guess = self.monitor.one_step()
+            if guess is None:
+                break
+            x = np.array(self._last, dtype=np.float64, copy=True)
+            x[tidx] = guess
+            self.monitor.advance(self._step_model(x))
+            self._last = x
+            done += 1
+        return done
+
+    def reset(self) -> Event | None:
+        """Zero the model's state and restart the monitor (warm-up again); returns the event this closed, if any."""
+        self._reset_model()
+        self.monitor.restart()
+        self._last = None
+        return self.monitor.close_event()
+
+
+def monitor_for(metadata, options: MonitorOptions | None = None) -> ForecastMonitor:
+    """A ``ForecastMonitor`` for one stream of a model, from its metadata.
+
+    Raises:
+        IncompatibleModelError: the model carries no residual calibration.
+    """
+    from .errors import IncompatibleModelError
+
+    if metadata.residuals is None:
+        raise IncompatibleModelError(
+            "expected a model with a residual calibration (metadata 'residuals') for intervals and anomaly scores; "
+            f"received format version {metadata.format_version} without one. Convert the model from its run folder "
+            "with this statelite ('statelite train' then 'statelite convert RUN_DIR')."
+        )
+    features = list(metadata.features)
+    tidx = [features.index(t) for t in metadata.targets] if set(metadata.targets) <= set(features) else None
+    return ForecastMonitor(metadata.residuals, tidx, options or MonitorOptions(), metadata.warmup_steps)
