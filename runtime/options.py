@@ -59,6 +59,14 @@ class Target(str, enum.Enum):
     TFLITE_RUNTIME_2_14 = "tflite-runtime-2.14"
 
 
+class GapPolicy(str, enum.Enum):
+    """What ``statelite run`` does at a gap in the time column (rows missing against the training sampling)."""
+
+    FILL = "fill"  # step the model over the missing rows on its own forecasts
+    RESET = "reset"  # zero the state; forecasts warm up again
+    IGNORE = "ignore"  # report it, change nothing
+
+
 def choices(kind: type[enum.Enum], *, exclude: tuple = ()) -> tuple[str, ...]:
     """The values of ``kind`` (less ``exclude``), in declaration order: a CLI's ``click.Choice``."""
     return tuple(m.value for m in kind if m not in exclude)

@@ -37,9 +37,12 @@ from typing import BinaryIO, TextIO
 import numpy as np
 
 from .errors import BadInputError, StateliteError
+from .monitor import DEFAULT_THRESHOLD, MonitorOptions
+from .options import GapPolicy
 from .pool import StreamPool
 from .ranges import RangeKind, RangeReport, describe, integer_input_type, summary_lines
 from .runner import PREV_KEY, StatefulRunner
+from .stream_watch import DEFAULT_MAX_FILL, StreamWatch
 
 _REPORT_ALL = 100
 _REPORT_EVERY = 1000
@@ -106,8 +109,28 @@ class StreamConfig:
     strict_range: bool = False
     delimiter: str | None = None
     max_streams: int | None = None
+    intervals: tuple[float, ...] = ()
+    anomaly: bool = False
+    threshold: float = DEFAULT_THRESHOLD
+    substitute: bool = False
+    gaps: GapPolicy = GapPolicy.FILL
+    max_fill: int = DEFAULT_MAX_FILL
+
+    @property
+    def monitor_options(self) -> MonitorOptions | None:
+        """The monitor's options, or None when no interval, score or substitution is asked for."""
+        if not (self.intervals or self.anomaly or self.substitute):
+            return None
+        return MonitorOptions(levels=self.intervals, threshold=self.threshold, substitute=self.substitute)
 
     def __post_init__(self):
+        try:
+            object.__setattr__(self, "gaps", GapPolicy(self.gaps))
+            self.monitor_options  # noqa: B018 (checks the levels and the threshold)
+        except ValueError as exc:
+            raise BadInputError(str(exc).rstrip(".") + ".") from None
+        if self.max_fill < 0:
+            raise BadInputError(f"max_fill must be at least 0; received max_fill={self.max_fill}.")
         if self.save_every < 1:
             raise BadInputError(f"save_every must be at least 1; received save_every={self.save_every}.")
         if self.reset_every is not None and self.reset_every < 1:
@@ -145,6 +168,8 @@ class StreamResult:
     range_report: RangeReport | None = None
     capacity: int | None = None  # the most streams held at once with stream_key (pool lanes or max_streams)
     not_saved: bool = False  # a state was not finite at a save, so it was not written (the file keeps the last one)
+    # anomalies, events, gaps, filled, disorder, substituted: what the StreamWatch counted
+    watch: dict = dataclasses.field(default_factory=dict)
 
 
 class _Columns:
@@ -569,6 +594,7 @@ def run_stream(
     errors: TextIO | None = None,
     source_name: str = "input",
     new_runner: Callable[[], StatefulRunner] | None = None,
+    alerts: TextIO | None = None,
 ) -> StreamResult:
     """Forecast every row of a CSV stream and write one CSV line per row, flushing each.
 
@@ -590,6 +616,7 @@ def run_stream(
         source_name: the input's name in messages.
         new_runner: makes the runner of each further stream with ``stream_key`` and a batch-1 model (default: one
             like ``runner``, with the interpreter's default threads).
+        alerts: with ``config.anomaly``, where one JSON line per anomaly event goes (``--alerts FILE``).
 
     Returns:
         A ``StreamResult``. Ctrl-C and a closed output end the stream normally (state saved) and are reported there.
@@ -647,7 +674,7 @@ def run_stream(
     writer = csv.writer(sink, lineterminator="\n")  # quotes a time value holding a comma or a quote
 
     def write_header(time_head: list[str]) -> None:
-        writer.writerow(time_head + ["row"] + key_head + horizon_names)
+        writer.writerow(time_head + ["row"] + key_head + horizon_names + watch.columns())
         sink.flush()
 
     basis = md.input_range.basis if md.input_range is not None else ("difference" if md.difference else "value")
@@ -736,6 +763,9 @@ def run_stream(
             refused_keys.add(key)
         report(f"{message}; its rows are skipped ({fix}).", refused_streams)
 
+    watch = StreamWatch(md, config.monitor_options, config.anomaly, config.gaps, config.max_fill, alerts, report,
+                        source_name)
+
     try:
         lines = read_lines(source)
         delimiter = config.delimiter
@@ -766,6 +796,7 @@ def run_stream(
                 if problem is not None:
                     raise BadInputError(f"{source_name} line {line} (the header): {problem}.")
                 columns = _Columns(md.features, md.time_column, names, source_name, config.stream_key, delimiter)
+                watch.uses_time = columns.time_index is not None
                 write_header([md.time_column] if columns.time_index is not None else [])
                 continue
             if problem is None:
@@ -783,22 +814,26 @@ def run_stream(
                     continue
                 streams.add(key)
             if config.reset_every is not None and since_reset.get(key, 0) == config.reset_every:
-                streams.reset(key)
+                watch.reset(key, line, lambda: streams.reset(key))
                 since_reset[key] = 0
             try:
-                y = streams.step(key, x)
+                fed, obs = watch.before(
+                    key, x, time, line, lambda row: streams.step(key, row), lambda: streams.reset(key)
+                )
+                y = streams.step(key, fed)
             except _RangeStop:
                 raise
             except BadInputError as exc:  # the runner refused the row (the state is as it was before it)
                 bad_row(str(exc))
                 continue
+            extra = watch.after(key, fed, y, obs, line, time)
             rows += 1
             since_reset[key] = since_reset.get(key, 0) + 1
             unsaved += 1
             # Transposed so each target's horizon is contiguous, as the header names them.
             out = [_format(v) for v in np.asarray(y).T.reshape(-1)]
             lead = ([time] if time is not None else []) + [str(line)] + ([key] if keyed else [])
-            writer.writerow(lead + out)
+            writer.writerow(lead + out + [_format(v) if isinstance(v, float) else v for v in extra])
             sink.flush()
             if rows % config.save_every == 0:
                 save()
@@ -822,12 +857,12 @@ def run_stream(
         for r, callback in previous_callbacks:
             r.on_out_of_range = callback
     range_report = streams.range_report()
-    summary = summary_lines(range_report, input_type, first_seen)
+    summary = summary_lines(range_report, input_type, first_seen) + watch.finish()
     for text in summary:
         errors.write(f"statelite: {text}\n")
     if summary:
         errors.flush()
     return StreamResult(
         rows, skipped, saves, resumed, interrupted, output_closed, len(streams), refused, refused_streams,
-        range_report, streams.capacity, not_saved,
+        range_report, streams.capacity, not_saved, dict(watch.counts),
     )

@@ -13,6 +13,9 @@ import sys
 import click
 
 from ..errors import BadInputError, CheckFailed
+from ..monitor import DEFAULT_THRESHOLD
+from ..options import GapPolicy, choices
+from ..stream_watch import DEFAULT_MAX_FILL
 
 _BACKENDS = ("auto", "litert", "tflite-runtime", "tensorflow")
 
@@ -54,10 +57,19 @@ def _same_file(a: str, b: str) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
-def _refuse_overwrites(model: str, input_path: str, output_path: str, state_path: str | None) -> None:
-    """Refuse an --output (or --state) that names a file the run needs: writing forecasts over the model or the
-    state, or over the input being read, destroys it before anything could warn."""
+def _refuse_overwrites(model: str, input_path: str, output_path: str, state_path: str | None,
+                       alerts_path: str | None = None) -> None:
+    """Refuse an --output (or --state, --alerts) that names a file the run needs: writing forecasts over the model or
+    the state, or over the input being read, destroys it before anything could warn."""
     guarded = [("the model", model)]
+    if alerts_path:
+        for what, path in (("the model", model), ("the --input file", input_path), ("the --output file", output_path),
+                           ("the --state file", state_path)):
+            if path and path != "-" and _same_file(alerts_path, path):
+                raise BadInputError(
+                    f"--alerts {alerts_path} is {what} ({path}): appending alerts there would damage it. Pass another "
+                    f"--alerts file."
+                )
     if state_path:
         guarded.append(("the --state file", state_path))
     if input_path != "-":
@@ -106,10 +118,34 @@ def _refuse_overwrites(model: str, input_path: str, output_path: str, state_path
     help="With --stream-key, the most streams at once; rows of further streams are skipped (--strict: exit 2).  "
     "[default: 256 for a batch-1 model (about 180 KiB each), the lanes of a batched one]",
 )
+@click.option(
+    "--intervals", "intervals", multiple=True, metavar="LEVEL",
+    help="Add prediction interval columns <target>_t+k_lo/_hi at this level (e.g. 0.9); repeat or comma-separate "
+    "for several (the columns then end in the level: _lo90).",
+)
+@click.option("--anomaly", is_flag=True, help="Add score and anomaly columns: how surprising each row is.")
+@click.option(
+    "--threshold", type=float, default=None, metavar="S",
+    help="Score (-log10 of the row's p-value) from which a row is anomalous.  [default: 4]",
+)
+@click.option(
+    "--substitute", is_flag=True,
+    help="Feed the model its own forecast instead of a row flagged anomalous (at most --horizon rows in a row).",
+)
+@click.option("--alerts", "alerts_path", metavar="FILE", help="Append one JSON line per anomaly event to FILE.")
+@click.option(
+    "--gaps", type=click.Choice(choices(GapPolicy)), default=GapPolicy.FILL.value, show_default=True,
+    help="At a gap in the time column: fill it with the model's forecasts, reset the state, or ignore it.",
+)
+@click.option(
+    "--max-fill", type=int, default=None, metavar="N",
+    help="Longest gap filled, in missing rows; a longer one resets.  [default: 100]",
+)
 @click.option("--threads", type=int, metavar="T", help="Interpreter threads.  [default: the interpreter's]")
 @_backend_option
 def run(model, input_path, output_path, state_path, save_every, reset_every, no_header, strict, strict_range,
-        delimiter, stream_key, max_streams, threads, backend):
+        delimiter, stream_key, max_streams, intervals, anomaly, threshold, substitute, alerts_path, gaps, max_fill,
+        threads, backend):
     """Forecast a CSV stream row by row, carrying the recurrent state.
 
     Rows are read as they arrive (a file, or stdin with '-'); each forecast line is written and flushed at once.
@@ -145,18 +181,29 @@ def run(model, input_path, output_path, state_path, save_every, reset_every, no_
 
     if delimiter is not None and delimiter.lower() in ("tab", "\\t"):
         delimiter = "\t"
+    levels = []
+    for text in intervals:
+        for part in text.split(","):
+            try:
+                levels.append(float(part))
+            except ValueError:
+                raise BadInputError(f"--intervals expects levels between 0 and 1 (e.g. 0.9); received {part!r}.") from None
+    if alerts_path and not (anomaly or substitute):
+        anomaly = True  # an alerts file needs the scores
     config = StreamConfig(
         state_path, save_every, reset_every, header=not no_header, strict=strict, stream_key=stream_key,
-        strict_range=strict_range, delimiter=delimiter, max_streams=max_streams,
+        strict_range=strict_range, delimiter=delimiter, max_streams=max_streams, intervals=tuple(levels),
+        anomaly=anomaly, threshold=DEFAULT_THRESHOLD if threshold is None else threshold, substitute=substitute,
+        gaps=gaps, max_fill=DEFAULT_MAX_FILL if max_fill is None else max_fill,
     )
-    _refuse_overwrites(model, input_path, output_path, state_path)
+    _refuse_overwrites(model, input_path, output_path, state_path, alerts_path)
     # One writer per state file, from loading it to the last save; taken before anything is opened for writing, so
     # a second run on the same state stops at once (one line, exit 2) and leaves its --output alone.
     with hold_state_lock(state_path):
-        _run(model, input_path, output_path, state_path, stream_key, threads, backend, config)
+        _run(model, input_path, output_path, state_path, stream_key, threads, backend, config, alerts_path)
 
 
-def _run(model, input_path, output_path, state_path, stream_key, threads, backend, config) -> None:
+def _run(model, input_path, output_path, state_path, stream_key, threads, backend, config, alerts_path=None) -> None:
     """``run`` once its options are checked and the state file's lock is held."""
     from ..metadata import read_metadata
     from ..pool import StreamPool
@@ -193,6 +240,12 @@ def _run(model, input_path, output_path, state_path, stream_key, threads, backen
         if source is not sys.stdin and source_name != "stdin":
             source.close()
         raise BadInputError(f"cannot write the output {output_path}: {exc.strerror or exc}.") from None
+    alerts = None
+    if alerts_path:
+        try:  # appended: a device restarted keeps the events of its earlier runs
+            alerts = open(alerts_path, "a", encoding="utf-8")
+        except OSError as exc:
+            raise BadInputError(f"cannot write the alerts file {alerts_path}: {exc.strerror or exc}.") from None
     previous = None
     try:
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
@@ -200,9 +253,12 @@ def _run(model, input_path, output_path, state_path, stream_key, threads, backen
         pass
     try:
         result = run_stream(
-            runner, source, sink, config, errors=sys.stderr, source_name=source_name, new_runner=new_runner
+            runner, source, sink, config, errors=sys.stderr, source_name=source_name, new_runner=new_runner,
+            alerts=alerts,
         )
     finally:
+        if alerts is not None:
+            alerts.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         if source_name != "stdin":

@@ -1,0 +1,263 @@
+"""What ``statelite run`` adds to each row beyond the forecast: intervals, anomaly scores and events, and gaps.
+
+``run_stream`` owns reading and writing the CSV; this module owns, per stream key, the ``ForecastMonitor``
+(``--intervals``, ``--anomaly``, ``--substitute``), the open anomaly event and the ``--alerts`` file it goes to, and
+the ``GapTracker`` of the time column with its policy (``--gaps``). ``StreamWatch`` is called at four points of the
+row loop: ``before`` (gaps, then the monitor's decision about what the model is fed), ``after`` (the forecast's
+intervals and the row's score), ``reset`` and ``finish``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import TextIO
+
+import numpy as np
+
+from .errors import BadInputError
+from .monitor import ForecastMonitor, MonitorOptions, Observation, monitor_for
+from .options import GapPolicy
+from .timecol import GapKind, GapTracker, Sampling
+
+# A gap longer than this many missing rows is not filled (stepping the model that long on its own forecasts says
+# nothing about the next real row): the stream is reset instead, as with --gaps reset.
+DEFAULT_MAX_FILL = 100
+
+
+def interval_names(targets, horizon: int, levels) -> list[str]:
+    """The interval columns: ``<target>_t+k_lo``/``_hi`` for one level, ``..._lo90``/``_hi90`` for several."""
+    names = []
+    for level in levels:
+        tag = "" if len(levels) == 1 else f"{level * 100:g}".replace(".", "_")
+        for side in ("lo", "hi"):
+            names += [f"{t}_t+{h}_{side}{tag}" for t in targets for h in range(1, horizon + 1)]
+    return names
+
+
+class _Event:
+    __slots__ = ("start_line", "start_time", "end_line", "end_time", "rows", "peak", "peak_line", "peak_time")
+
+    def __init__(self, line, time, score):
+        self.start_line = self.end_line = self.peak_line = line
+        self.start_time = self.end_time = self.peak_time = time
+        self.rows, self.peak = 1, score
+
+    def extend(self, line, time, score) -> None:
+        self.end_line, self.end_time, self.rows = line, time, self.rows + 1
+        if score > self.peak:
+            self.peak, self.peak_line, self.peak_time = score, line, time
+
+
+class StreamWatch:
+    """Per-key monitors, events and gap trackers of one ``run_stream`` call.
+
+    Args:
+        md: the model's metadata.
+        options: the monitor's options, or None for no monitor (gaps only).
+        anomaly: write the ``score`` and ``anomaly`` columns.
+        gaps: the gap policy; gaps are tracked when the model records its sampling and the input has its time
+            column (``uses_time``).
+        max_fill: the longest gap ``fill`` fills; a longer one resets the stream.
+        alerts: where one JSON line per anomaly event goes (None: nowhere).
+        report: ``report(message, count)`` writes a rate-limited line on stderr.
+        source_name: the input's name in messages.
+
+    Raises:
+        IncompatibleModelError: a monitor is asked of a model without a residual calibration.
+        BadInputError: a monitor is asked of a model whose targets are not among its features (a row holds no value
+            to score).
+    """
+
+    def __init__(self, md, options: MonitorOptions | None, anomaly: bool, gaps: GapPolicy, max_fill: int,
+                 alerts: TextIO | None, report: Callable[[str, int], None], source_name: str):
+        self.md = md
+        self.options = options
+        self.anomaly = anomaly
+        self.policy = GapPolicy(gaps)
+        self.max_fill = max_fill
+        self.alerts = alerts
+        self._report = report
+        self.source_name = source_name
+        features = list(md.features)
+        self.tidx = [features.index(t) for t in md.targets] if set(md.targets) <= set(features) else None
+        if options is not None:
+            monitor_for(md, options)  # refuse now, before any row, when the model has no calibration
+            if self.tidx is None:
+                raise BadInputError(
+                    f"expected the model's targets {list(md.targets)} among its features {features} to score rows "
+                    f"and adapt intervals (each row must hold the value the forecasts are compared with); received a "
+                    f"model whose targets are not inputs. Run it without --intervals/--anomaly/--substitute."
+                )
+        self.sampling = Sampling.from_dict(md.sampling) if md.sampling else None
+        self.uses_time = False  # set by run_stream once the header shows the time column
+        self.monitors: dict = {}
+        self.trackers: dict = {}
+        self.last: dict = {}  # key -> (fed row, forecast) of the last step, the base of a gap fill
+        self.last_time: dict = {}
+        self.events: dict = {}
+        self.counts = {"anomalies": 0, "events": 0, "gaps": 0, "filled": 0, "disorder": 0, "substituted": 0}
+
+    # -- columns ---------------------------------------------------------------------------------------------------
+
+    def columns(self) -> list[str]:
+        names = []
+        if self.options is not None and self.options.levels:
+            names += interval_names(self.md.targets, self.md.horizon, self.options.levels)
+        if self.anomaly:
+            names += ["score", "anomaly"]
+        return names
+
+    def _monitor(self, key) -> ForecastMonitor | None:
+        if self.options is None:
+            return None
+        mon = self.monitors.get(key)
+        if mon is None:
+            mon = self.monitors[key] = monitor_for(self.md, self.options)
+        return mon
+
+    # -- the row loop ----------------------------------------------------------------------------------------------
+
+    def before(self, key, x: np.ndarray, time: str | None, line: int, step: Callable, reset: Callable):
+        """Handle the time column, then score the row. Returns ``(row to feed the model, Observation or None)``.
+
+        Args:
+            step: ``step(x) -> forecast`` of this key's model (a gap fill steps it).
+            reset: zero this key's model state.
+
+        Raises:
+            BadInputError: the time cell cannot be read (the row is then a bad row; nothing changed).
+        """
+        if self.uses_time and self.sampling is not None and time is not None:
+            tracker = self.trackers.get(key)
+            if tracker is None:
+                tracker = self.trackers[key] = GapTracker(self.sampling, column=self.md.time_column or "time")
+            found = tracker.observe(time)
+            where = f"{self.source_name} line {line}" + (f" (stream {key!r})" if key is not None else "")
+            if found.kind is GapKind.GAP:
+                self._gap(key, found.missing, time, where, step, reset, line)
+            elif found.kind in (GapKind.BACKWARDS, GapKind.REPEAT):
+                self.counts["disorder"] += 1
+                what = "goes backwards" if found.kind is GapKind.BACKWARDS else "repeats"
+                self._report(
+                    f"{where}: the time {what}: {time.strip()} after {self.last_time.get(key)}; the row is "
+                    f"forecast as it comes ({self.counts['disorder']} such rows so far).", self.counts["disorder"]
+                )
+            if found.kind is not GapKind.BACKWARDS and found.kind is not GapKind.REPEAT:
+                self.last_time[key] = time.strip()
+        mon = self._monitor(key)
+        if mon is None:
+            return x, None
+        obs = mon.observe(x)
+        return obs.fed, obs
+
+    def _gap(self, key, missing: int, time: str, where: str, step, reset, line: int) -> None:
+        self.counts["gaps"] += 1
+        previous = self.last_time.get(key)
+        between = f"{missing} missing row{'s' * (missing != 1)} between {previous} and {time.strip()} " \
+                  f"({self.sampling.describe()})"
+        if self.policy is GapPolicy.IGNORE:
+            action = "ignored (--gaps ignore)"
+        elif self.policy is GapPolicy.FILL and missing <= self.max_fill and self._fill(key, missing, step):
+            self.counts["filled"] += missing
+            action = "filled with the model's own forecasts"
+        else:
+            why = "" if self.policy is GapPolicy.RESET else (
+                f" (longer than --max-fill {self.max_fill})" if missing > self.max_fill else " (nothing to fill from)")
+            self.reset(key, line - 1, reset)
+            action = f"state reset{why}; forecasts warm up again"
+        self._report(f"{where}: gap: {between}; {action} (gap {self.counts['gaps']}).", self.counts["gaps"])
+
+    def _fill(self, key, missing: int, step) -> bool:
+        last = self.last.get(key)
+        if last is None or self.tidx is None:
+            return False
+        x, y = last
+        mon = self.monitors.get(key)
+        for _ in range(missing):
+            x = np.array(x, dtype=np.float64, copy=True)
+            x[self.tidx] = np.asarray(y)[0]  # the one-step forecast of each target
+            try:
+                y = step(x)
+            except BadInputError:  # the model's own forecast left its input range: stop, the row resets nothing
+                return False
+            if mon is not None:
+                mon.advance(y)
+        self.last[key] = (x, y)
+        return True
+
+    def after(self, key, fed: np.ndarray, y: np.ndarray, obs: Observation | None, line: int,
+              time: str | None) -> list[float | str]:
+        """Record the step; returns the extra output cells (interval bounds, score, anomaly flag)."""
+        self.last[key] = (fed, y)
+        if obs is None:
+            return []
+        mon = self.monitors[key]
+        mon.push(obs, y)
+        cells: list = []
+        if self.options.levels:
+            # (levels, horizon, targets) -> per level: every target's horizon, lower bounds then upper bounds
+            for lo, hi in zip(obs.lower, obs.upper):
+                cells += lo.T.reshape(-1).tolist() + hi.T.reshape(-1).tolist()
+        if obs.substituted:
+            self.counts["substituted"] += 1
+        if obs.anomaly:
+            self.counts["anomalies"] += 1
+            event = self.events.get(key)
+            if event is None:
+                self.events[key] = _Event(line, time, obs.score)
+            else:
+                event.extend(line, time, obs.score)
+        elif not math.isnan(obs.score):
+            self._close(key)
+        if self.anomaly:
+            cells += ["" if math.isnan(obs.score) else round(obs.score, 3), int(obs.anomaly)]
+        return cells
+
+    def reset(self, key, line: int, reset: Callable) -> None:
+        """Zero the key's state and restart its monitor (warm-up again); an open event ends."""
+        reset()
+        self._close(key)
+        mon = self.monitors.get(key)
+        if mon is not None:
+            mon.restart()
+        self.last.pop(key, None)
+
+    def _close(self, key) -> None:
+        event = self.events.pop(key, None)
+        if event is None:
+            return
+        self.counts["events"] += 1
+        if self.alerts is not None:
+            record = {
+                "stream": key,
+                "start": event.start_time if event.start_time is not None else event.start_line,
+                "end": event.end_time if event.end_time is not None else event.end_line,
+                "start_row": event.start_line,
+                "end_row": event.end_line,
+                "rows": event.rows,
+                "peak_score": round(event.peak, 3),
+                "peak": event.peak_time if event.peak_time is not None else event.peak_line,
+            }
+            self.alerts.write(json.dumps(record) + "\n")
+            self.alerts.flush()
+
+    def finish(self) -> list[str]:
+        """End the open events; the summary lines for stderr."""
+        for key in list(self.events):
+            self._close(key)
+        c = self.counts
+        lines = []
+        if self.anomaly or (self.options is not None and self.options.substitute):
+            lines.append(
+                f"{c['anomalies']} anomalous row{'s' * (c['anomalies'] != 1)} in {c['events']} "
+                f"event{'s' * (c['events'] != 1)}" + (f"; {c['substituted']} fed the model's forecast instead "
+                                                      f"(--substitute)" if c["substituted"] else "")
+            )
+        if c["gaps"] or c["disorder"]:
+            lines.append(
+                f"{c['gaps']} gap{'s' * (c['gaps'] != 1)} in the time column ({c['filled']} rows filled), "
+                f"{c['disorder']} row{'s' * (c['disorder'] != 1)} out of order or repeated"
+            )
+        return lines
