@@ -11,7 +11,7 @@ import numpy as np
 
 import statelite
 from statelite.errors import BadInputError, CheckFailed, IncompatibleModelError
-from statelite.golden import GOLDEN_FORMAT_VERSION, golden_path_for, write_golden
+from statelite.golden import GOLDEN_FORMAT_VERSION, golden_path_for, monitor_trace, write_golden
 from statelite.metadata import InputRange, ModelMetadata, Quantization, StateSpec, TensorSpec
 from statelite.tflite_file import read_tflite
 from statelite.transform import Transform
@@ -402,7 +402,8 @@ class _Written:
         _write_atomic(out, final)
         golden = golden_path_for(out)
         n = min(self.config.golden_steps, len(self.rows))
-        write_golden(golden, final, metadata, self.rows[:n], self.keras_y[:n], self.scale, self.tol)
+        write_golden(golden, final, metadata, self.rows[:n], self.keras_y[:n], self.scale, self.tol,
+                     monitor_trace(metadata, self.rows[:n], self.keras_y[:n]))
         quant = self.config.quant
         table = parity_mod.format_table(self.parity, quant)
         log(f"parity over the test split ({'PASS' if not self.problems else 'FAIL'}):\n{table}")

@@ -5,6 +5,11 @@ forecasts for them ``y_keras`` (steps, horizon, targets), ``target_scale`` (targ
 the tolerances ``tol_max_abs`` and ``tol_rmse`` (normalised), ``quant``, ``model_sha256`` (the SHA-256 of the whole
 model file it was written with) and ``format_version``. numpy only, no pickles.
 
+Version 2 adds, for a model with a residual calibration whose targets are among its features, what the device's
+monitor (``statelite.monitor``, default options) makes of the Keras forecasts over the same rows: ``monitor_levels``
+(levels,), the interval bounds ``monitor_lower``/``monitor_upper`` (steps, levels, horizon, targets) and the anomaly
+scores ``monitor_score`` (steps,), -1 where a row is not scored (warm-up). Version 1 files are read without them.
+
 Reading checks everything before use: the file is a regular file under ``MAX_GOLDEN_BYTES``; every zip member is a
 known key of bounded size; every array has the dtype, shape and finiteness it must have. Any problem is one
 ``GoldenFileError`` (a ``ModelFormatError``: the CLI exits 2 with one line).
@@ -24,11 +29,12 @@ import numpy as np
 from .errors import BadInputError, GoldenFileError, IncompatibleModelError
 from .files import read_bounded
 
-GOLDEN_FORMAT_VERSION = 1
+GOLDEN_FORMAT_VERSION = 2
 # A golden trace is a few hundred rows (kilobytes); anything this large is the wrong file.
 MAX_GOLDEN_BYTES = 64 * 1024 * 1024
 _KEYS = ("format_version", "model_sha256", "x", "y_keras", "target_scale", "tol_max_abs", "tol_rmse")
-_OPTIONAL = ("quant",)
+_OPTIONAL = ("quant", "monitor_levels", "monitor_lower", "monitor_upper", "monitor_score")
+_UNSCORED = -1.0  # monitor_score of a row not scored (NaN is refused in a golden trace)
 
 
 def golden_path_for(model_path) -> Path:
@@ -50,9 +56,31 @@ class Golden:
     tol_max_abs: float
     tol_rmse: float
     format_version: int = GOLDEN_FORMAT_VERSION
+    # {"levels", "lower", "upper", "score"} (score NaN where not scored), or None (version 1, or no calibration)
+    monitor: dict | None = None
 
 
-def write_golden(path, model_bytes: bytes, metadata, x: np.ndarray, y: np.ndarray, scale, tol: dict) -> None:
+def monitor_trace(metadata, x: np.ndarray, y: np.ndarray) -> dict | None:
+    """What the device's monitor, with its default options, makes of forecasts ``y`` for rows ``x`` of one stream.
+
+    The converter records it for the Keras forecasts; ``verify`` recomputes it for the device's and compares.
+
+    Returns:
+        ``{"levels", "lower", "upper", "score"}``, or None when the model has no residual calibration or its
+        targets are not among its features.
+    """
+    if metadata.residuals is None or not set(metadata.targets) <= set(metadata.features):
+        return None
+    from .monitor import MonitorOptions, replay
+
+    tidx = [list(metadata.features).index(t) for t in metadata.targets]
+    options = MonitorOptions()
+    out = replay(metadata.residuals, y, np.asarray(x, np.float64)[:, tidx], options, metadata.warmup_steps)
+    return {"levels": np.asarray(options.levels), "lower": out["lower"], "upper": out["upper"], "score": out["score"]}
+
+
+def write_golden(path, model_bytes: bytes, metadata, x: np.ndarray, y: np.ndarray, scale, tol: dict,
+                 monitor: dict | None = None) -> None:
     """Write a golden trace atomically (a temporary file beside it, then renamed over it).
 
     Args:
@@ -63,9 +91,18 @@ def write_golden(path, model_bytes: bytes, metadata, x: np.ndarray, y: np.ndarra
         y: the Keras model's raw forecasts (steps, horizon, targets).
         scale: per-target scale errors are divided by.
         tol: ``{"max_abs": ..., "rmse": ...}``, normalised.
+        monitor: ``monitor_trace`` of the same rows and forecasts, or None.
     """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp.npz")
+    extra = {}
+    if monitor is not None:
+        extra = {
+            "monitor_levels": np.asarray(monitor["levels"], np.float64),
+            "monitor_lower": np.asarray(monitor["lower"], np.float64),
+            "monitor_upper": np.asarray(monitor["upper"], np.float64),
+            "monitor_score": np.where(np.isnan(monitor["score"]), _UNSCORED, monitor["score"]),
+        }
     np.savez(
         tmp,
         format_version=np.int64(GOLDEN_FORMAT_VERSION),
@@ -76,6 +113,7 @@ def write_golden(path, model_bytes: bytes, metadata, x: np.ndarray, y: np.ndarra
         target_scale=np.asarray(scale, np.float64).reshape(-1),
         tol_max_abs=np.float64(tol["max_abs"]),
         tol_rmse=np.float64(tol["rmse"]),
+        **extra,
     )
     os.replace(tmp, path)
 
@@ -192,7 +230,26 @@ def read_golden(path, expected_model_sha256: str | None = None) -> Golden:
             f"{expected_model_sha256[:12]}…. Expected the golden trace converted together with this model "
             f"(pass --golden FILE, or copy both files again)."
         )
-    return Golden(path, sha, quant, x, y, scale, tol_max_abs, tol_rmse, int(version))
+    monitor = None
+    if "monitor_score" in d:
+        missing = [k for k in ("monitor_levels", "monitor_lower", "monitor_upper") if k not in d]
+        if missing:
+            raise _corrupt(path, f"monitor keys {missing} are missing")
+        levels = _float_array(path, d["monitor_levels"], "monitor_levels", 1)
+        lower = _float_array(path, d["monitor_lower"], "monitor_lower", 4)
+        upper = _float_array(path, d["monitor_upper"], "monitor_upper", 4)
+        score = _float_array(path, d["monitor_score"], "monitor_score", 1)
+        shape = (len(x), len(levels)) + y.shape[1:]
+        if lower.shape != shape or upper.shape != shape or score.shape != (len(x),):
+            raise GoldenFileError(
+                f"{path}: expected monitor bounds of shape {shape} and scores ({len(x)},); received "
+                f"{lower.shape}, {upper.shape} and {score.shape}."
+            )
+        if not ((levels > 0) & (levels < 1)).all() or ((score < 0) & (score != _UNSCORED)).any():
+            raise _corrupt(path, "monitor levels must lie in (0, 1) and scores be >= 0 (or -1: not scored)")
+        monitor = {"levels": levels, "lower": lower, "upper": upper,
+                   "score": np.where(score == _UNSCORED, np.nan, score)}
+    return Golden(path, sha, quant, x, y, scale, tol_max_abs, tol_rmse, int(version), monitor)
 
 
 def _rmse(a: np.ndarray) -> float:

@@ -17,7 +17,7 @@ from xml.etree import ElementTree as ET
 import numpy as np
 
 from .errors import BadInputError, GoldenFileError
-from .golden import GOLDEN_FORMAT_VERSION, Golden, error_metrics, golden_path_for, read_golden
+from .golden import GOLDEN_FORMAT_VERSION, Golden, error_metrics, golden_path_for, monitor_trace, read_golden
 from .metadata import read_model_file
 from .runner import StatefulRunner
 
@@ -61,6 +61,9 @@ class VerifyReport:
     # "verified": the file's content digest matched before the interpreter loaded it; "not recorded": a model
     # converted before digests were recorded.
     integrity: str = "not recorded"
+    # The monitor's intervals and scores on the device's forecasts against those on Keras's (``compare_monitor``),
+    # or None when the golden trace has none (version 1, or a model without a residual calibration).
+    monitor: dict | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -93,7 +96,25 @@ class VerifyReport:
             out.append(f"max abs error (normalised) {self.max_abs_norm:.3g} > tolerance {self.tol_max_abs:.3g}")
         if not self.rmse_norm <= self.tol_rmse:
             out.append(f"RMSE (normalised) {self.rmse_norm:.3g} > tolerance {self.tol_rmse:.3g}")
+        m = self.monitor
+        if m is not None and not m["bounds_within"]:
+            out.append(
+                f"interval bounds differ by up to {m['bound_excess']:.3g}x their tolerance (first at step "
+                f"{m['worst_step']})"
+            )
+        if m is not None and m["flag_disagreements"]:
+            out.append(f"{m['flag_disagreements']} rows flagged anomalous on one side only, away from the threshold")
         return tuple(out)
+
+    def monitor_line(self) -> str:
+        m = self.monitor
+        if m is None:
+            return "not in the golden trace"
+        return (
+            f"{m['levels']} interval bounds within tolerance: {'yes' if m['bounds_within'] else 'NO'} (worst "
+            f"{m['bound_excess']:.2f}x the tolerance); scores max diff {m['score_max_diff']:.3g} over "
+            f"{m['scored']} rows; flags disagreeing {m['flag_disagreements']}"
+        )
 
     def format(self) -> str:
         """The report as printed by ``statelite verify``."""
@@ -110,6 +131,7 @@ class VerifyReport:
             f"interpreter  {self.backend} {self.backend_version}",
             f"machine      {self.machine}",
             f"input range  {self.input_range_line()}",
+            f"monitor      {self.monitor_line()}",
             f"time         {self.seconds * 1000:.1f} ms for {self.steps} steps",
             "result       PASS" if self.passed else "result       FAIL: " + "; ".join(self.problems),
         ]
@@ -158,6 +180,10 @@ def verify(model_path, golden_path=None, backend: str = "auto") -> VerifyReport:
     seconds = time.perf_counter() - start
     ranges = _one_lane(runner.range_report, runner.batch)
     m = error_metrics(y, golden.y, golden.target_scale)
+    monitor = None
+    if golden.monitor is not None and md.residuals is not None:
+        lane = y if runner.batch == 1 else y[:, 0]
+        monitor = compare_monitor(golden, monitor_trace(md, golden.x, lane), md)
     return VerifyReport(
         model=str(model_path),
         golden=str(golden_path),
@@ -176,10 +202,55 @@ def verify(model_path, golden_path=None, backend: str = "auto") -> VerifyReport:
         backend_version=runner.backend_version,
         machine=platform.machine(),
         seconds=seconds,
-        passed=bool(m["max_abs_norm"] <= golden.tol_max_abs and m["rmse_norm"] <= golden.tol_rmse),
+        passed=bool(
+            m["max_abs_norm"] <= golden.tol_max_abs and m["rmse_norm"] <= golden.tol_rmse
+            and (monitor is None or (monitor["bounds_within"] and not monitor["flag_disagreements"]))
+        ),
         input_range=None if ranges is None else ranges.to_dict(),
         integrity=integrity,
+        monitor=monitor,
     )
+
+
+# An interval bound may differ from Keras's by the forecast's tolerance plus this share of its half-width: the width
+# adapts online on misses, and a forecast within tolerance can turn a near miss into a hit, shifting the widths after
+# it by the monitor's rate (5% per flip).
+BOUND_SLACK = 0.25
+# A row flagged on one side only counts as a disagreement when both scores are this far from the threshold: a score
+# next to it may land on either side from a forecast within tolerance.
+SCORE_MARGIN = 1.0
+
+
+def compare_monitor(golden: Golden, device: dict, md) -> dict:
+    """The device's monitor trace (``monitor_trace`` of its forecasts) against the golden one (Keras's).
+
+    Returns:
+        ``{"levels", "bounds_within", "bound_excess" (worst |difference| / its tolerance), "worst_step",
+        "score_max_diff", "scored", "flag_disagreements"}``.
+    """
+    from .monitor import DEFAULT_THRESHOLD
+
+    g = golden.monitor
+    scale = golden.target_scale
+    half = (g["upper"] - g["lower"]) / 2.0  # (steps, levels, horizon, targets)
+    allowed = golden.tol_max_abs * scale + BOUND_SLACK * half
+    diff = np.maximum(np.abs(device["lower"] - g["lower"]), np.abs(device["upper"] - g["upper"]))
+    excess = diff / np.maximum(allowed, 1e-300)
+    per_step = excess.reshape(len(excess), -1).max(axis=1) if excess.size else np.zeros(0)
+    a, b = g["score"], device["score"]
+    both = np.isfinite(a) & np.isfinite(b)
+    flag_a, flag_b = a >= DEFAULT_THRESHOLD, b >= DEFAULT_THRESHOLD
+    far = (np.abs(np.where(np.isfinite(a), a, 0.0) - DEFAULT_THRESHOLD) > SCORE_MARGIN) & (
+        np.abs(np.where(np.isfinite(b), b, 0.0) - DEFAULT_THRESHOLD) > SCORE_MARGIN)
+    return {
+        "levels": "/".join(f"{v:.0%}" for v in g["levels"]),
+        "bounds_within": bool((per_step <= 1.0).all()),
+        "bound_excess": float(per_step.max()) if per_step.size else 0.0,
+        "worst_step": int(per_step.argmax()) if per_step.size else 0,
+        "score_max_diff": float(np.abs(a[both] - b[both]).max()) if both.any() else 0.0,
+        "scored": int(both.sum()),
+        "flag_disagreements": int(((flag_a != flag_b) & both & far).sum()),
+    }
 
 
 def _one_lane(report, batch: int):
