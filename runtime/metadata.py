@@ -384,9 +384,8 @@ class ModelMetadata:
         time_column = d.get("time_column")
         _check_parity(d.get("parity"))
         _check_calibration(d.get("calibration"))
-        horizon, n_targets = _int(d["horizon"], "horizon", 1, 1 << 20), len(_list(d["targets"], "targets"))
         residuals = d.get("residuals")
-        residuals = None if residuals is None else ResidualCalibration.from_dict(residuals, horizon, n_targets)
+        residuals = None if residuals is None else ResidualCalibration.from_dict(residuals)
         sampling = d.get("sampling")
         if sampling is not None:
             from .timecol import Sampling
@@ -541,6 +540,9 @@ def check_against_graph(md: ModelMetadata, info: TFLiteFile, source: str = "mode
         raise _mismatch(source, f"x of shape (batch {b}, {n_f} features)", f"x {md.x.shape}")
     if md.y.shape != (b, md.horizon * n_t):
         raise _mismatch(source, f"y of shape (batch {b}, horizon {md.horizon} x {n_t} targets)", f"y {md.y.shape}")
+    if md.residuals is not None and (md.residuals.horizon, md.residuals.targets) != (md.horizon, n_t):
+        raise _mismatch(source, f"residuals for horizon {md.horizon} x {n_t} targets",
+                        f"{md.residuals.horizon} x {md.residuals.targets}")
     sc = md.scaler
     for what, values, n in (("feature_offset", sc.feature_offset, n_f), ("feature_scale", sc.feature_scale, n_f),
                             ("target_offset", sc.target_offset, n_t), ("target_scale", sc.target_scale, n_t)):

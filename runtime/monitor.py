@@ -119,8 +119,9 @@ class ResidualCalibration:
         }
 
     @classmethod
-    def from_dict(cls, d, horizon: int, targets: int) -> ResidualCalibration:
-        """Read the metadata's ``residuals`` entry for a model of ``horizon`` steps and ``targets`` targets.
+    def from_dict(cls, d, horizon: int | None = None, targets: int | None = None) -> ResidualCalibration:
+        """Read the metadata's ``residuals`` entry for a model of ``horizon`` steps and ``targets`` targets (None:
+        whatever the entry holds; ``check_against_graph`` compares it with the model's).
 
         Raises:
             ValueError: a field missing, of the wrong shape, not finite, or quantiles not increasing.
@@ -133,6 +134,9 @@ class ResidualCalibration:
         steps = d.get("steps")
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise _Bad(f"residuals steps must be a positive integer; received {steps!r:.30}")
+        if horizon is None or targets is None:
+            shape = np.shape(d.get("quantiles")) if isinstance(d.get("quantiles"), list) else ()
+            horizon, targets = (shape[0], shape[1]) if len(shape) == 3 else (0, 0)
         q = _floats(d.get("quantiles"), "residuals quantiles", (horizon, targets, len(PROBS)))
         tail = _floats(d.get("tail"), "residuals tail", (horizon, targets))
         if (q < 0).any() or (np.diff(q, axis=-1) < 0).any() or (tail <= 0).any():

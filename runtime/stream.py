@@ -763,8 +763,12 @@ def run_stream(
             refused_keys.add(key)
         report(f"{message}; its rows are skipped ({fix}).", refused_streams)
 
+    def warn(text: str) -> None:
+        errors.write(f"statelite: {text}\n")
+        errors.flush()
+
     watch = StreamWatch(md, config.monitor_options, config.anomaly, config.gaps, config.max_fill, alerts, report,
-                        source_name)
+                        source_name, warn)
 
     try:
         lines = read_lines(source)

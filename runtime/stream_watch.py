@@ -62,6 +62,7 @@ class StreamWatch:
         max_fill: the longest gap ``fill`` fills; a longer one resets the stream.
         alerts: where one JSON line per anomaly event goes (None: nowhere).
         report: ``report(message, count)`` writes a rate-limited line on stderr.
+        warn: ``warn(text)`` writes one ``statelite: text`` line on stderr.
         source_name: the input's name in messages.
 
     Raises:
@@ -71,7 +72,8 @@ class StreamWatch:
     """
 
     def __init__(self, md, options: MonitorOptions | None, anomaly: bool, gaps: GapPolicy, max_fill: int,
-                 alerts: TextIO | None, report: Callable[[str, int], None], source_name: str):
+                 alerts: TextIO | None, report: Callable[[str, int], None], source_name: str,
+                 warn: Callable[[str], None] | None = None):
         self.md = md
         self.options = options
         self.anomaly = anomaly
@@ -79,6 +81,7 @@ class StreamWatch:
         self.max_fill = max_fill
         self.alerts = alerts
         self._report = report
+        self._warn = warn or (lambda message: report(message, 1))
         self.source_name = source_name
         features = list(md.features)
         self.tidx = [features.index(t) for t in md.targets] if set(md.targets) <= set(features) else None
@@ -97,7 +100,8 @@ class StreamWatch:
         self.last: dict = {}  # key -> (fed row, forecast) of the last step, the base of a gap fill
         self.last_time: dict = {}
         self.events: dict = {}
-        self.counts = {"anomalies": 0, "events": 0, "gaps": 0, "filled": 0, "disorder": 0, "substituted": 0}
+        self.counts = {"anomalies": 0, "events": 0, "gaps": 0, "filled": 0, "disorder": 0, "substituted": 0,
+                       "bad_times": 0}
 
     # -- columns ---------------------------------------------------------------------------------------------------
 
@@ -126,16 +130,24 @@ class StreamWatch:
             step: ``step(x) -> forecast`` of this key's model (a gap fill steps it).
             reset: zero this key's model state.
 
-        Raises:
-            BadInputError: the time cell cannot be read (the row is then a bad row; nothing changed).
+        A time cell that cannot be read is reported (rate-limited) and the row is forecast without a gap check.
         """
         if self.uses_time and self.sampling is not None and time is not None:
             tracker = self.trackers.get(key)
             if tracker is None:
                 tracker = self.trackers[key] = GapTracker(self.sampling, column=self.md.time_column or "time")
-            found = tracker.observe(time)
             where = f"{self.source_name} line {line}" + (f" (stream {key!r})" if key is not None else "")
-            if found.kind is GapKind.GAP:
+            try:
+                found = tracker.observe(time)
+            except BadInputError as exc:  # the value may be fine: forecast the row, without a gap check
+                self.counts["bad_times"] += 1
+                if self.counts["bad_times"] == 1:  # once: a column of labels would repeat it on every row
+                    self._warn(f"{where}: {str(exc).rstrip('.')}; rows whose time cannot be read are forecast "
+                               f"without a gap check (counted; summary at exit)")
+                found = None
+            if found is None:
+                pass
+            elif found.kind is GapKind.GAP:
                 self._gap(key, found.missing, time, where, step, reset, line)
             elif found.kind in (GapKind.BACKWARDS, GapKind.REPEAT):
                 self.counts["disorder"] += 1
@@ -144,7 +156,7 @@ class StreamWatch:
                     f"{where}: the time {what}: {time.strip()} after {self.last_time.get(key)}; the row is "
                     f"forecast as it comes ({self.counts['disorder']} such rows so far).", self.counts["disorder"]
                 )
-            if found.kind is not GapKind.BACKWARDS and found.kind is not GapKind.REPEAT:
+            if found is not None and found.kind is not GapKind.BACKWARDS and found.kind is not GapKind.REPEAT:
                 self.last_time[key] = time.strip()
         mon = self._monitor(key)
         if mon is None:
@@ -255,6 +267,9 @@ class StreamWatch:
                 f"event{'s' * (c['events'] != 1)}" + (f"; {c['substituted']} fed the model's forecast instead "
                                                       f"(--substitute)" if c["substituted"] else "")
             )
+        if c["bad_times"]:
+            lines.append(f"{c['bad_times']} row{'s' * (c['bad_times'] != 1)} with a time that cannot be read: "
+                         f"forecast without a gap check")
         if c["gaps"] or c["disorder"]:
             lines.append(
                 f"{c['gaps']} gap{'s' * (c['gaps'] != 1)} in the time column ({c['filled']} rows filled), "

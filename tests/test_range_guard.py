@@ -27,6 +27,10 @@ from statelite.stream import StreamConfig, run_stream
 MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
+def _t(i: int) -> str:
+    """A readable time for row ``i`` (a minute apart: never a gap against the models' weekly sampling)."""
+    return f"2020-01-01T{i // 60:02d}:{i % 60:02d}:00"
+
 def with_input_range(src: Path, dst: Path, input_range: InputRange | None, golden: bool = True) -> Path:
     """A copy of model ``src`` with ``input_range`` in its metadata (and its golden trace re-tagged for the copy)."""
     if not src.exists():
@@ -235,7 +239,7 @@ def test_integer_input_without_recorded_range_still_counts_clipping():
 
 
 def co2_csv(xs: np.ndarray) -> str:
-    return "date,co2\n" + "".join(f"d{i},{float(x[0])!r}\n" for i, x in enumerate(xs))
+    return "date,co2\n" + "".join(f"{_t(i)},{float(x[0])!r}\n" for i, x in enumerate(xs))
 
 
 def test_run_warns_once_per_column_and_kind_with_the_row_and_summarises(clipping):
@@ -296,7 +300,7 @@ def test_strict_range_exits_2_with_one_line_and_keeps_the_state_before(tmp_path,
 def keyed_csv(xs: np.ndarray) -> str:
     lines = ["date,sensor,co2"]
     for i, x in enumerate(xs):
-        lines += [f"d{i},a,{float(x[0])!r}", f"d{i},b,{float(x[0])!r}"]
+        lines += [f"{_t(i)},a,{float(x[0])!r}", f"{_t(i)},b,{float(x[0])!r}"]
     return "\n".join(lines) + "\n"
 
 

@@ -17,6 +17,10 @@ from statelite.cli import main
 from statelite.stream import StreamConfig, run_stream
 
 
+def _t(i: int) -> str:
+    """A readable time for row ``i`` (a minute apart: never a gap against the models' weekly sampling)."""
+    return f"2020-01-01T{i // 60:02d}:{i % 60:02d}:00"
+
 def forecasts(rows: list[list[str]], skip: int = 1) -> np.ndarray:
     """The numeric forecast columns of ``statelite run`` output rows (after ``skip`` leading columns)."""
     return np.array([[float(v) for v in r[skip:]] for r in rows])
@@ -59,11 +63,11 @@ def test_picks_features_by_name_and_passes_time_through(device_model):
     xs = sample_rows(model, 25)
     # Columns shuffled, an extra column, the time column in the middle.
     header = ["extra"] + list(reversed(md.features)) + [md.time_column]
-    rows = [["7"] + [repr(float(v)) for v in reversed(x)] + [f"t{i}"] for i, x in enumerate(xs)]
+    rows = [["7"] + [repr(float(v)) for v in reversed(x)] + [_t(i)] for i, x in enumerate(xs)]
     _, out, _, _ = stream(model, "\n".join(",".join(r) for r in [header] + rows) + "\n")
     head, got = read_output(out)
     assert head[:2] == [md.time_column, "row"]
-    assert [r[0] for r in got] == [f"t{i}" for i in range(25)]
+    assert [r[0] for r in got] == [_t(i) for i in range(25)]
     np.testing.assert_allclose(forecasts(got, skip=2), expected(model, xs), rtol=2e-6, atol=1e-5)
 
 
@@ -276,7 +280,7 @@ def keyed_rows(streams: dict, order: list) -> list[list[str]]:
     for key in order:
         i = taken[key]
         taken[key] += 1
-        rows.append([f"t{i}", key, repr(float(streams[key][i]))])
+        rows.append([_t(i), key, repr(float(streams[key][i]))])
     return rows
 
 
@@ -575,7 +579,10 @@ def test_time_with_a_comma_or_quote_round_trips(device_model):
     assert [r[0] for r in got[1:]] == times
     assert out.splitlines()[1].startswith('"Aug 27, 2000 14:00",2,')
     np.testing.assert_allclose(forecasts(got[1:], skip=2), expected(model, xs), rtol=2e-6, atol=1e-5)
-    assert err == ""
+    # Labels, not times: said once (with the first row) and counted at exit, never once per row.
+    lines = err.splitlines()
+    assert len(lines) == 2 and "received 'Aug 27, 2000 14:00'" in lines[0], err
+    assert lines[1] == "statelite: 4 rows with a time that cannot be read: forecast without a gap check"
 
 
 @pytest.mark.parametrize("delimiter, config", [(";", StreamConfig()), ("\t", StreamConfig()),
