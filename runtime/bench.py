@@ -106,6 +106,11 @@ class BenchReport:
     # RangeReport.to_dict() of the timed steps' inputs (every stream): rows outside the training range or clipped.
     # None when the model records no ranges.
     input_range: dict | None = None
+    # One stream with a model that carries a residual calibration: the same rows through ``StatefulRunner.monitor()``
+    # (a 90% interval and the anomaly score on every step), timed on a second runner after the plain steps. None
+    # otherwise.
+    monitored_median_us: float | None = None
+    monitored_p99_us: float | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -124,6 +129,12 @@ class BenchReport:
                 ),
                 f"throughput   {self.steps_per_s:,.0f} steps/s",
             ]
+            if self.monitored_median_us is not None:
+                lines.append(
+                    f"monitored    median {self.monitored_median_us:.1f} us, p99 {self.monitored_p99_us:.1f} us per "
+                    f"step with a 90% interval and an anomaly score "
+                    f"({self.monitored_median_us / self.median_us:.1f}x the plain step)"
+                )
         else:
             how = (
                 f"in one StreamPool of {self.capacity} lanes, one invoke per tick"
@@ -259,6 +270,10 @@ def bench(
     ns = _time(fn, args, warmup, reset_range_counts)
     ranges = RangeReport.combine(g.range_report for g in guarded)
     us = ns / 1000.0
+    monitored = None
+    if mode == MODE_RUNNER and md.residuals is not None and set(md.targets) <= set(md.features):
+        watched = StatefulRunner(model_path, backend=backend, num_threads=threads).monitor()
+        monitored = _time(watched.step, args, warmup) / 1000.0
     return BenchReport(
         model=str(model_path),
         quant=md.quant,
@@ -283,4 +298,6 @@ def bench(
         mode=mode,
         capacity=md.batch,
         input_range=None if ranges is None else ranges.to_dict(),
+        monitored_median_us=None if monitored is None else float(np.median(monitored)),
+        monitored_p99_us=None if monitored is None else float(np.percentile(monitored, 99)),
     )

@@ -50,7 +50,6 @@ DEFAULT_THRESHOLD = 4.0
 DEFAULT_RATE = 0.05
 MAX_SCORE = 300.0  # a p-value below 1e-300 is reported as 1e-300 (float64 underflows soon after)
 THETA_LIMIT = 6.0  # the online correction stays within exp(+-6) = 403x of the calibrated width
-SMALL_CELLS = 16  # up to this many horizon steps x targets, p-values are computed in Python floats (faster)
 MIN_CALIBRATION = 20  # residuals per horizon step below which a calibration means little (train says so)
 
 
@@ -277,6 +276,10 @@ class Observation:
 class ForecastMonitor:
     """Per-stream online state: the forecasts still waiting for their truth, the online corrections, the open event.
 
+    The per-step work is plain Python floats over the ``horizon x targets`` cells: for the few cells of a sensor
+    model (4 for one target and horizon 4) that is several times cheaper than the dozens of small numpy calls the
+    same arithmetic takes, which would cost more than the model's own step.
+
     Args:
         calibration: the model's ``ResidualCalibration``.
         target_index: for each target, its column among the features (None when a target is not a feature: then
@@ -292,25 +295,24 @@ class ForecastMonitor:
         self.warmup = int(warmup)
         H, T = calibration.horizon, calibration.targets
         self.horizon, self.targets = H, T
-        self._tidx = None if target_index is None else np.asarray(target_index, dtype=np.intp)
-        self._levels = np.asarray(options.levels, dtype=np.float64)
-        L = len(self._levels)
-        self._q_levels = np.stack([calibration.quantile(v) for v in options.levels]) if L else np.zeros((0, H, T))
-        self._alpha = (1.0 - self._levels)[:, None, None]
+        self._tidx = None if target_index is None else [int(i) for i in target_index]
+        self._levels = tuple(options.levels)
         cal = calibration
-        self._median = cal.quantile(0.5)
-        self._u = cal.quantiles[..., -1]
-        self._probs = np.asarray(PROBS)
-        cells = H * T <= SMALL_CELLS
-        self._cells = [
-            (q.tolist(), float(u), float(b))
-            for q, u, b in zip(cal.quantiles.reshape(H * T, -1), self._u.ravel(), cal.tail.ravel())
-        ] if cells else None
+        # Per cell c = h * T + k (horizon step h, target k), as Python floats.
+        self._q = cal.quantiles.reshape(H * T, -1).tolist()
+        self._u = cal.quantiles[..., -1].ravel().tolist()
+        self._beta = cal.tail.ravel().tolist()
+        self._median = cal.quantile(0.5).ravel().tolist()
+        self._q_levels = [cal.quantile(v).ravel().tolist() for v in self._levels]
+        self._alpha = [1.0 - v for v in self._levels]
+        self._rate = options.rate
+        self._adapting = options.adapt
+        self._threshold = options.threshold
         self._max_sub = H if options.max_substitute is None else options.max_substitute
-        # which issued forecast covers the arriving row: ring slot j (issued j + 1 rows ago), its horizon step j
-        self._diag = np.arange(H)
-        self.theta = np.zeros((L, H, T))  # log corrections of each level's width
-        self.theta_scale = np.zeros((H, T))  # log correction of the residual scale used by the scores
+        # the cells an arriving row is compared on: forecast issued h + 1 rows ago, its horizon step h
+        self._cells = [[h * T + k for k in range(T)] for h in range(H)]
+        self._theta = [[0.0] * (H * T) for _ in self._levels]  # log corrections of each level's width
+        self._theta_scale = [0.0] * (H * T)  # log correction of the residual scale the scores use
         self.row = 0
         self.restart()
         self._event_start = -1
@@ -318,64 +320,57 @@ class ForecastMonitor:
 
     # -- state ---------------------------------------------------------------------------------------------------
 
+    @property
+    def theta(self) -> np.ndarray:
+        """``(levels, horizon, targets)`` the online log corrections of the interval widths (0: as calibrated)."""
+        return np.array(self._theta, dtype=np.float64).reshape(len(self._levels), self.horizon, self.targets)
+
+    @property
+    def theta_scale(self) -> np.ndarray:
+        """``(horizon, targets)`` the online log correction of the residual scale the scores use."""
+        return np.array(self._theta_scale, dtype=np.float64).reshape(self.horizon, self.targets)
+
     def restart(self) -> None:
         """Forget the forecasts waiting for their truth (after the model's state was reset or a gap). The online
         corrections are kept: they describe the model's errors, not the stream's position."""
-        H, T, L = self.horizon, self.targets, len(self._levels)
-        self._ring = np.full((H, H, T), np.nan)  # [j]: forecast issued j + 1 rows ago
-        self._ring_w = np.full((L, H, H, T), np.nan)  # [:, j]: the half-widths it was issued with
+        H = self.horizon
+        self._ring = [None] * H  # [j]: flat forecast issued j + 1 rows ago (None: none, or made in warm-up)
+        self._ring_w = [None] * H  # [j]: the half-widths per level it was issued with
         self._since = 0  # rows since the restart
         self._subs = 0  # consecutive substituted rows
-        self._last_fed = None
 
     def one_step(self) -> np.ndarray | None:
         """``(targets,)`` the latest one-step-ahead forecast (what the next row should be), or None."""
-        f = self._ring[0, 0]
-        return None if np.isnan(f).any() else f.copy()
+        f = self._ring[0]
+        return None if f is None else np.array(f[: self.targets])
 
     # -- scoring -------------------------------------------------------------------------------------------------
 
-    def p_values(self, residuals: np.ndarray) -> np.ndarray:
+    def _p(self, c: int, r: float) -> float:
+        """The p-value of residual ``r`` in cell ``c`` under the calibration and the current online scale."""
+        z = abs(r) * math.exp(-self._theta_scale[c])
+        u = self._u[c]
+        if z > u:
+            return TAIL_P * math.exp(-(z - u) / self._beta[c])
+        q = self._q[c]
+        if z <= q[0]:
+            return 1.0
+        i = min(max(bisect.bisect_right(q, z), 1), len(PROBS) - 1)
+        lo, hi = q[i - 1], q[i]
+        w = min(max((z - lo) / (hi - lo), 0.0), 1.0) if hi > lo else 1.0
+        return 1.0 - (PROBS[i - 1] + w * (PROBS[i] - PROBS[i - 1]))
+
+    def p_values(self, residuals) -> np.ndarray:
         """``(horizon, targets)`` p-values of ``|residuals|`` (NaN stays NaN) under the calibration and the current
         online scale."""
-        if self._cells is not None:
-            return np.array(self._p_small(residuals.ravel().tolist())).reshape(residuals.shape)
-        z = np.abs(residuals) * np.exp(-self.theta_scale)
-        q = self.calibration.quantiles
-        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-            tail = TAIL_P * np.exp(-(z - self._u) / self.calibration.tail)
-            # inside the body: linear interpolation of the quantile function's inverse between grid points
-            i = np.clip((q <= z[..., None]).sum(axis=-1), 1, len(PROBS) - 1)
-            lo = np.take_along_axis(q, (i - 1)[..., None], -1)[..., 0]
-            hi = np.take_along_axis(q, i[..., None], -1)[..., 0]
-            w = np.where(hi > lo, (z - lo) / np.where(hi > lo, hi - lo, 1.0), 1.0)
-            body = 1.0 - (self._probs[i - 1] + np.clip(w, 0.0, 1.0) * (self._probs[i] - self._probs[i - 1]))
-            p = np.where(z > self._u, tail, np.where(z <= q[..., 0], 1.0, body))
-        p[np.isnan(z)] = np.nan
-        return p
-
-    def _p_small(self, residuals: list) -> list:
-        """``p_values`` in Python floats: for a few cells, cheaper than a dozen numpy calls (the same arithmetic)."""
-        out = []
-        probs = PROBS
-        for r, th, (q, u, beta) in zip(residuals, self.theta_scale.ravel().tolist(), self._cells):
-            if r != r:
-                out.append(math.nan)
-                continue
-            z = abs(r) * math.exp(-th)
-            if z > u:
-                out.append(TAIL_P * math.exp(-(z - u) / beta))
-            elif z <= q[0]:
-                out.append(1.0)
-            else:
-                i = min(max(bisect.bisect_right(q, z), 1), len(probs) - 1)
-                lo, hi = q[i - 1], q[i]
-                w = min(max((z - lo) / (hi - lo), 0.0), 1.0) if hi > lo else 1.0
-                out.append(1.0 - (probs[i - 1] + w * (probs[i] - probs[i - 1])))
-        return out
+        flat = np.asarray(residuals, dtype=np.float64).reshape(-1).tolist()
+        return np.array([math.nan if r != r else self._p(c, r) for c, r in enumerate(flat)]).reshape(
+            self.horizon, self.targets)
 
     def observe(self, x, actual=None) -> Observation:
         """Score an arriving row and decide what the model is fed; call ``push`` with the forecast made from it.
+
+        Nothing changes until ``push``: a row the model then refuses leaves the monitor as it was.
 
         Args:
             x: the raw row of features, ``(features,)``.
@@ -388,55 +383,63 @@ class ForecastMonitor:
         if actual is None:
             if self._tidx is None:
                 raise ValueError("expected the targets' values (actual=...): a target is not among the features")
-            actual = np.asarray(x, dtype=np.float64)[self._tidx]
+            row = x.tolist() if isinstance(x, np.ndarray) else list(x)
+            actual = [float(row[i]) for i in self._tidx]
         else:
-            actual = np.asarray(actual, dtype=np.float64).reshape(self.targets)
-        issued = self._ring[self._diag, self._diag]  # (H, T): the forecast made for this row h + 1 rows ago
-        r = actual[None, :] - issued
+            actual = np.asarray(actual, dtype=np.float64).reshape(self.targets).tolist()
+        seen = []  # (h, c, |residual|)
+        p_min = 1.0
+        ring = self._ring
+        p = self._p
+        for h, cells in enumerate(self._cells):
+            f = ring[h]
+            if f is None:
+                continue
+            for c, a in zip(cells, actual):
+                r = a - f[c]
+                if r != r:  # NaN: no truth for this target
+                    continue
+                pc = p(c, r)
+                if pc < p_min:
+                    p_min = pc
+                seen.append((h, c, abs(r)))
         score = p_row = math.nan
         anomaly = False
-        if self._cells is not None:
-            ps = [v for v in self._p_small(r.ravel().tolist()) if v == v]
-            m, p_min = len(ps), (min(ps) if ps else 1.0)
-        else:
-            p = self.p_values(r)
-            m = int(np.isfinite(p).sum())
-            p_min = float(np.nanmin(p)) if m else 1.0
+        m = len(seen)
         if m:
             p_row = min(1.0, m * p_min)
             score = MAX_SCORE if p_row <= 10.0 ** -MAX_SCORE else min(MAX_SCORE, 0.0 - math.log10(p_row)) + 0.0
-            anomaly = score >= self.options.threshold
-        row = self.row
+            anomaly = score >= self._threshold
         event = None
         if not anomaly and self._event_start >= 0:
-            event = Event(self._event_start, row - 1, self._event_peak[0], self._event_peak[1])
+            event = Event(self._event_start, self.row - 1, self._event_peak[0], self._event_peak[1])
         fed = x
         substituted = False
         if anomaly and self.options.substitute and self._tidx is not None and self._subs < self._max_sub:
-            guess = issued[0]
-            if np.isfinite(guess).all():
+            guess = ring[0]
+            if guess is not None:
                 fed = np.array(x, dtype=np.float64, copy=True)
-                fed[self._tidx] = guess
+                fed[self._tidx] = guess[: self.targets]
                 substituted = True
-        obs = Observation(row, score, p_row, anomaly, substituted, event, fed)
-        obs._pending = (r, m == r.size) if m and self.options.adapt and not anomaly else None
+        obs = Observation(self.row, score, p_row, anomaly, substituted, event, fed)
+        if m and self._adapting and not anomaly:
+            obs._pending = seen
         return obs
 
-    def _adapt(self, r: np.ndarray, complete: bool) -> None:
-        """Quantile tracking in log space (see the module docstring); ``complete``: every cell has a residual."""
-        rate = self.options.rate
-        a = np.abs(r)
-        with np.errstate(invalid="ignore"):
-            step = (a > self._median * np.exp(self.theta_scale)) - 0.5
-            if not complete:
-                step[np.isnan(a)] = 0.0
-            self.theta_scale = np.clip(self.theta_scale + rate * step, -THETA_LIMIT, THETA_LIMIT)
-            if len(self._levels):
-                w = self._ring_w[:, self._diag, self._diag]  # (L, H, T): the width each forecast was issued with
-                step = (a > w) - self._alpha
-                if not complete:
-                    step[np.isnan(w) | np.isnan(a)[None]] = 0.0
-                self.theta = np.clip(self.theta + rate * step, -THETA_LIMIT, THETA_LIMIT)
+    def _adapt(self, seen: list) -> None:
+        """Quantile tracking in log space (see the module docstring), for each cell that had its truth."""
+        rate, ts, median = self._rate, self._theta_scale, self._median
+        for h, c, a in seen:
+            t = ts[c] + (rate * 0.5 if a > median[c] * math.exp(ts[c]) else -rate * 0.5)
+            ts[c] = THETA_LIMIT if t > THETA_LIMIT else (-THETA_LIMIT if t < -THETA_LIMIT else t)
+        widths = self._ring_w
+        for level, (theta, alpha) in enumerate(zip(self._theta, self._alpha)):
+            for h, c, a in seen:
+                w = widths[h]
+                if w is None:
+                    continue
+                t = theta[c] + rate * ((1.0 if a > w[level][c] else 0.0) - alpha)
+                theta[c] = THETA_LIMIT if t > THETA_LIMIT else (-THETA_LIMIT if t < -THETA_LIMIT else t)
 
     def push(self, obs: Observation, forecast) -> Observation:
         """Record the forecast the model made after ``obs``'s row and fill in its interval bounds.
@@ -447,6 +450,9 @@ class ForecastMonitor:
 
         Returns:
             ``obs`` with ``forecast``, ``lower`` and ``upper`` set.
+
+        Raises:
+            ValueError: ``obs`` is not the observation of the monitor's current row.
         """
         f = np.asarray(forecast, dtype=np.float64).reshape(self.horizon, self.targets)
         if obs.row != self.row:
@@ -454,7 +460,7 @@ class ForecastMonitor:
         # What observe decided is committed only now, once the model has stepped: a step that failed (a refused
         # row) leaves the monitor as it was.
         if obs._pending is not None:
-            self._adapt(*obs._pending)
+            self._adapt(obs._pending)
             obs._pending = None
         if obs.anomaly:
             if self._event_start < 0:
@@ -466,19 +472,21 @@ class ForecastMonitor:
         self._subs = self._subs + 1 if obs.substituted else 0
         self.row += 1
         self._since += 1
-        ring, ring_w = self._ring, self._ring_w
-        ring[1:] = ring[:-1]
-        ring_w[:, 1:] = ring_w[:, :-1]
-        half = self._q_levels * np.exp(self.theta)  # (L, H, T)
+        half = [[q * math.exp(t) for q, t in zip(ql, tl)] for ql, tl in zip(self._q_levels, self._theta)]
+        self._ring.pop()
+        self._ring_w.pop()
         if self._since > self.warmup:
-            ring[0] = f
-            ring_w[:, 0] = half
+            self._ring.insert(0, f.ravel().tolist())
+            self._ring_w.insert(0, half)
         else:
-            ring[0] = np.nan
-            ring_w[:, 0] = np.nan
+            self._ring.insert(0, None)
+            self._ring_w.insert(0, None)
         obs.forecast = f
-        obs.lower = f[None] - half
-        obs.upper = f[None] + half
+        if half:
+            width = np.array(half).reshape(len(half), self.horizon, self.targets)
+            obs.lower, obs.upper = f - width, f + width
+        else:
+            obs.lower = obs.upper = np.zeros((0, self.horizon, self.targets))
         return obs
 
     def advance(self, forecast) -> None:
