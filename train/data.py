@@ -217,8 +217,13 @@ def stream_values(values: np.ndarray, differenced: bool) -> np.ndarray:
     return difference(values) if differenced else np.asarray(values, dtype=np.float64)
 
 
-def split_bounds(n: int, val_fraction: float, test_fraction: float, min_rows: int = 1) -> tuple[int, int]:
+def split_bounds(n: int, val_fraction: float, test_fraction: float, min_rows: int = 1,
+                 window: int | None = None) -> tuple[int, int]:
     """Chronological split of ``n`` rows into train ``[0, a)``, val ``[a, b)``, test ``[b, n)``.
+
+    Args:
+        window: the training window, when ``min_rows`` is window + horizon: the error then names the largest window
+            that would fit.
 
     Raises:
         BadInputError: a split would have fewer than ``min_rows`` rows (the message gives all the numbers).
@@ -228,10 +233,13 @@ def split_bounds(n: int, val_fraction: float, test_fraction: float, min_rows: in
     b = n - n_test
     a = b - n_val
     if min(a, n_val, n_test) < min_rows:
+        # the largest window that fits this split, with the horizon as it is (min_rows = window + horizon)
+        fits = min(a, n_val, n_test) - (min_rows - window) if window is not None else None
+        hint = f"--window {fits} or less fits these rows; " if fits is not None and fits >= 2 else ""
         raise BadInputError(
             f"expected every split to have at least window + horizon = {min_rows} rows, Received: rows={n} "
-            f"split into train {a}, val {n_val}, test {n_test}; use more data, a smaller window or horizon, "
-            "or other --val-fraction/--test-fraction"
+            f"split into train {a}, val {n_val}, test {n_test}; the series is too short for this window. "
+            f"{hint}or use more data, a smaller horizon, or other --val-fraction/--test-fraction"
         )
     return a, b
 

@@ -80,6 +80,13 @@ def train(data, quiet, **options):
     click.echo(f"test split, {test['positions']} positions, raw units:")
     for label, figures in rows:
         click.echo(f"  {label:<15} RMSE {figures['rmse']:.4f}  MAE {figures['mae']:.4f}")
+    coverage = test.get("coverage")
+    if coverage:
+        shares = ", ".join(f"{float(level):.0%}: {v:.1%}" for level, v in coverage["adaptive"].items())
+        click.echo(
+            f"  intervals       coverage {shares} (calibrated on {m['calibration_steps']} validation positions, "
+            f"adapting online); {test['anomaly_rate']:.2%} of rows flagged anomalous"
+        )
     click.echo(f"run folder: {result.run_dir}")
 
 
