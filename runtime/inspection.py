@@ -95,6 +95,29 @@ def _range_lines(md: dict) -> list[str]:
     return lines
 
 
+def _monitor_lines(md: dict) -> list[str]:
+    """The residual calibration (intervals, anomaly scores) and the sampling, as ``inspect`` prints them."""
+    lines = []
+    r = md.get("residuals")
+    if r:
+        q = r["quantiles"]  # [horizon][targets][probs]
+        nine = ", ".join(
+            f"{t} t+1 {q[0][k][-1]:.4g}, t+{len(q)} {q[-1][k][-1]:.4g}" for k, t in enumerate(md.get("targets", []))
+        )
+        lines.append(
+            f"residuals    calibrated on {r['steps']} positions ({r['source']}); 90% abs residual: {nine} (raw units)"
+        )
+    else:
+        lines.append("residuals    not recorded (no intervals or anomaly scores: convert from a run folder)")
+    sampling = md.get("sampling")
+    if sampling:
+        from .timecol import Sampling
+
+        lines.append(f"sampling     {Sampling.from_dict(sampling).describe()} ({sampling['regular']:.0%} of training "
+                     f"steps regular); gaps are judged against it")
+    return lines
+
+
 def format_inspection(d: dict) -> str:
     """The text ``statelite inspect`` prints for ``inspect_model``'s dict."""
     md = d["metadata"]
@@ -131,6 +154,7 @@ def format_inspection(d: dict) -> str:
     ] or ["  none"]
     lines.append("operators    " + ", ".join(f"{op['name']} v{op['version']}" for op in d["operators"]))
     lines += _range_lines(md)
+    lines += _monitor_lines(md)
     p = d.get("parity")
     if p:
         tol = p.get("tolerance", {})
