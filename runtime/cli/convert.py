@@ -79,6 +79,10 @@ def quickstart(out, epochs):
     click.echo("\nsummary (test split, raw units: ppm CO2)")
     click.echo(f"  keras   windowed RMSE {test['windowed']['rmse']:.4f}  streaming RMSE {test['streaming']['rmse']:.4f}  "
                f"persistence RMSE {test['persistence']['rmse']:.4f}")
+    coverage = test.get("coverage")
+    if coverage:
+        shares = ", ".join(f"{float(level):.0%}: {v:.1%}" for level, v in coverage["adaptive"].items())
+        click.echo(f"  prediction interval coverage {shares} (statelite run --intervals 0.9 --anomaly adds them)")
     header = f"  {'model':<8} {'size':>8} {'forecast RMSE':>14} {'max abs vs keras':>17} {'verify':>7} {'median us/step':>15}"
     click.echo(header)
     for quant, conv, report, b in rows:
