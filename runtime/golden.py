@@ -60,8 +60,9 @@ class Golden:
     monitor: dict | None = None
 
 
-def monitor_trace(metadata, x: np.ndarray, y: np.ndarray) -> dict | None:
-    """What the device's monitor, with its default options, makes of forecasts ``y`` for rows ``x`` of one stream.
+def monitor_trace(metadata, x: np.ndarray, y: np.ndarray, levels=None) -> dict | None:
+    """What the device's monitor makes of forecasts ``y`` for rows ``x`` of one stream: default options, or the
+    interval ``levels`` given (``verify`` uses the levels the golden trace recorded).
 
     The converter records it for the Keras forecasts; ``verify`` recomputes it for the device's and compares.
 
@@ -74,7 +75,7 @@ def monitor_trace(metadata, x: np.ndarray, y: np.ndarray) -> dict | None:
     from .monitor import MonitorOptions, replay
 
     tidx = [list(metadata.features).index(t) for t in metadata.targets]
-    options = MonitorOptions()
+    options = MonitorOptions() if levels is None else MonitorOptions(levels=tuple(float(v) for v in levels))
     out = replay(metadata.residuals, y, np.asarray(x, np.float64)[:, tidx], options, metadata.warmup_steps)
     return {"levels": np.asarray(options.levels), "lower": out["lower"], "upper": out["upper"], "score": out["score"]}
 
@@ -231,8 +232,9 @@ def read_golden(path, expected_model_sha256: str | None = None) -> Golden:
             f"(pass --golden FILE, or copy both files again)."
         )
     monitor = None
-    if "monitor_score" in d:
-        missing = [k for k in ("monitor_levels", "monitor_lower", "monitor_upper") if k not in d]
+    monitor_keys = ("monitor_levels", "monitor_lower", "monitor_upper", "monitor_score")
+    if any(k in d for k in monitor_keys):
+        missing = [k for k in monitor_keys if k not in d]
         if missing:
             raise _corrupt(path, f"monitor keys {missing} are missing")
         levels = _float_array(path, d["monitor_levels"], "monitor_levels", 1)

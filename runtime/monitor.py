@@ -469,7 +469,9 @@ class ForecastMonitor:
                 self._event_peak = (obs.score, obs.row)
         elif obs.event is not None:
             self._event_start, self._event_peak = -1, (-math.inf, -1)
-        self._subs = self._subs + 1 if obs.substituted else 0
+        # Counted over the whole anomalous run: the cap's row and the rows after it are taken as they are until a
+        # normal row ends the run (a level shift then becomes the new normal, not substituted in bursts).
+        self._subs = self._subs + 1 if obs.substituted else (self._subs if obs.anomaly else 0)
         self.row += 1
         self._since += 1
         half = [[q * math.exp(t) for q, t in zip(ql, tl)] for ql, tl in zip(self._q_levels, self._theta)]

@@ -432,6 +432,12 @@ class _OneStream:
     def reset(self, key) -> None:
         self.runner.reset()
 
+    def state_of(self, key) -> dict:
+        return self.runner.state
+
+    def set_state(self, key, state: dict) -> None:
+        self.runner.state = state
+
     def load(self, path) -> None:
         self.runner.load_state(path)
 
@@ -487,6 +493,12 @@ class _RunnerStreams:
 
     def reset(self, key) -> None:
         self.runners[key].reset()
+
+    def state_of(self, key) -> dict:
+        return self.runners[key].state
+
+    def set_state(self, key, state: dict) -> None:
+        self.runners[key].state = state
 
     def load(self, path) -> None:
         from .state_file import load_pool_state
@@ -558,6 +570,12 @@ class _PoolStreams:
 
     def reset(self, key) -> None:
         self.pool.reset(key)
+
+    def state_of(self, key) -> dict:
+        return self.pool.state(key)
+
+    def set_state(self, key, state: dict) -> None:
+        self.pool.set_state(key, state)
 
     def load(self, path) -> None:
         from .state_file import load_pool_state
@@ -822,12 +840,15 @@ def run_stream(
                 since_reset[key] = 0
             try:
                 fed, obs = watch.before(
-                    key, x, time, line, lambda row: streams.step(key, row), lambda: streams.reset(key)
+                    key, x, time, line, lambda row: streams.step(key, row), lambda: streams.reset(key),
+                    lambda: streams.state_of(key), lambda state: streams.set_state(key, state),
                 )
                 y = streams.step(key, fed)
             except _RangeStop:
+                watch.undo()
                 raise
             except BadInputError as exc:  # the runner refused the row (the state is as it was before it)
+                watch.undo()  # and before its gap was filled: the row is missing, as a row that cannot be read
                 bad_row(str(exc))
                 continue
             extra = watch.after(key, fed, y, obs, line, time)

@@ -9,6 +9,7 @@ intervals and the row's score), ``reset`` and ``finish``.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections.abc import Callable
@@ -100,6 +101,7 @@ class StreamWatch:
         self.last: dict = {}  # key -> (fed row, forecast) of the last step, the base of a gap fill
         self.last_time: dict = {}
         self.events: dict = {}
+        self._undo = None  # what before() did to the current row's stream, until the model accepts the row
         self.counts = {"anomalies": 0, "events": 0, "gaps": 0, "filled": 0, "disorder": 0, "substituted": 0,
                        "bad_times": 0}
 
@@ -123,12 +125,17 @@ class StreamWatch:
 
     # -- the row loop ----------------------------------------------------------------------------------------------
 
-    def before(self, key, x: np.ndarray, time: str | None, line: int, step: Callable, reset: Callable):
+    def before(self, key, x: np.ndarray, time: str | None, line: int, step: Callable, reset: Callable,
+               snapshot: Callable | None = None, restore: Callable | None = None):
         """Handle the time column, then score the row. Returns ``(row to feed the model, Observation or None)``.
+
+        If the model then refuses the row, call ``undo``: the row is then missing, like a row that cannot be read,
+        and the next row's gap check covers its time too.
 
         Args:
             step: ``step(x) -> forecast`` of this key's model (a gap fill steps it).
             reset: zero this key's model state.
+            snapshot, restore: get and set this key's model state (to undo a gap's fill or reset).
 
         A time cell that cannot be read is reported (rate-limited) and the row is forecast without a gap check.
         """
@@ -137,6 +144,7 @@ class StreamWatch:
             if tracker is None:
                 tracker = self.trackers[key] = GapTracker(self.sampling, column=self.md.time_column or "time")
             where = f"{self.source_name} line {line}" + (f" (stream {key!r})" if key is not None else "")
+            self._undo = (key, tracker.state(), self.last_time.get(key), None)
             try:
                 found = tracker.observe(time)
             except BadInputError as exc:  # the value may be fine: forecast the row, without a gap check
@@ -148,6 +156,10 @@ class StreamWatch:
             if found is None:
                 pass
             elif found.kind is GapKind.GAP:
+                if snapshot is not None and restore is not None:  # the gap changes the state: keep a way back
+                    mon = self.monitors.get(key)
+                    saved = (snapshot(), restore, None if mon is None else copy.deepcopy(mon), self.last.get(key))
+                    self._undo = self._undo[:3] + (saved,)
                 self._gap(key, found.missing, time, where, step, reset, line)
             elif found.kind in (GapKind.BACKWARDS, GapKind.REPEAT):
                 self.counts["disorder"] += 1
@@ -163,6 +175,27 @@ class StreamWatch:
             return x, None
         obs = mon.observe(x)
         return obs.fed, obs
+
+    def undo(self) -> None:
+        """Take back what ``before`` did for a row the model then refused: its time, and its gap's fill or reset."""
+        record, self._undo = self._undo, None
+        if record is None:
+            return
+        key, last, last_time, saved = record
+        self.trackers[key].restore(last)
+        if last_time is None:
+            self.last_time.pop(key, None)
+        else:
+            self.last_time[key] = last_time
+        if saved is not None:
+            state, restore, mon, base = saved
+            restore(state)
+            if mon is not None:
+                self.monitors[key] = mon
+            if base is None:
+                self.last.pop(key, None)
+            else:
+                self.last[key] = base
 
     def _gap(self, key, missing: int, time: str, where: str, step, reset, line: int) -> None:
         self.counts["gaps"] += 1
@@ -202,6 +235,7 @@ class StreamWatch:
     def after(self, key, fed: np.ndarray, y: np.ndarray, obs: Observation | None, line: int,
               time: str | None) -> list[float | str]:
         """Record the step; returns the extra output cells (interval bounds, score, anomaly flag)."""
+        self._undo = None
         self.last[key] = (fed, y)
         if obs is None:
             return []
@@ -234,6 +268,7 @@ class StreamWatch:
         mon = self.monitors.get(key)
         if mon is not None:
             mon.restart()
+            mon.close_event()
         self.last.pop(key, None)
 
     def _close(self, key) -> None:

@@ -99,7 +99,7 @@ class VerifyReport:
         m = self.monitor
         if m is not None and not m["bounds_within"]:
             out.append(
-                f"interval bounds differ by up to {m['bound_excess']:.3g}x their tolerance (first at step "
+                f"interval bounds differ by up to {m['bound_excess']:.3g}x their tolerance (worst at step "
                 f"{m['worst_step']})"
             )
         if m is not None and m["flag_disagreements"]:
@@ -183,7 +183,7 @@ def verify(model_path, golden_path=None, backend: str = "auto") -> VerifyReport:
     monitor = None
     if golden.monitor is not None and md.residuals is not None:
         lane = y if runner.batch == 1 else y[:, 0]
-        monitor = compare_monitor(golden, monitor_trace(md, golden.x, lane), md)
+        monitor = compare_monitor(golden, monitor_trace(md, golden.x, lane, golden.monitor["levels"]), md)
     return VerifyReport(
         model=str(model_path),
         golden=str(golden_path),

@@ -229,11 +229,6 @@ def test_tampered_scores_fail_verify_as_flag_disagreements(tmp_path):
     assert report.problems == ("1 rows flagged anomalous on one side only, away from the threshold",)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "VerifyReport.problems says 'interval bounds differ ... (first at step N)' but N is compare_monitor's "
-    "worst_step, the argmax of the excess: with every bound shifted, step 0 is the first beyond tolerance and the "
-    "message names step 112"
-))
 def test_the_step_named_in_the_bounds_problem_is_what_it_says(tmp_path):
     path = model("gru_float32")
     g = golden_of(path)
@@ -249,13 +244,6 @@ def test_the_step_named_in_the_bounds_problem_is_what_it_says(tmp_path):
     (problem,) = report.problems
     word, step = re.search(r"\((first|worst) at step (\d+)\)", problem).groups()
     assert int(step) == (first if word == "first" else worst), problem
-
-
-MISSING_SCORE_BUG = (
-    "read_golden looks for the monitor only when monitor_score is present: a trace with monitor_levels/lower/upper "
-    "but no monitor_score is read as having no monitor (monitor None), so verify passes without comparing the "
-    "intervals instead of raising GoldenFileError"
-)
 
 
 def _lower(f):
@@ -286,8 +274,7 @@ def _with_nan(a):
     (lambda d: {"monitor_levels": None}, r"monitor keys \['monitor_levels'\] are missing"),
     (lambda d: {"monitor_lower": None, "monitor_upper": None},
      r"monitor keys \['monitor_lower', 'monitor_upper'\] are missing"),
-    pytest.param(lambda d: {"monitor_score": None}, "monitor_score",
-                 marks=pytest.mark.xfail(strict=True, reason=MISSING_SCORE_BUG)),
+    (lambda d: {"monitor_score": None}, r"monitor keys \['monitor_score'\] are missing"),
 ], ids=["nan", "inf-score", "short-lower", "short-upper", "short-score", "3d", "text-levels", "level-1.5",
         "negative-score", "no-levels", "no-bounds", "no-score"])
 def test_a_corrupt_monitor_key_is_one_golden_file_error(tmp_path, change, message):
@@ -303,11 +290,6 @@ def test_a_corrupt_monitor_key_is_one_golden_file_error(tmp_path, change, messag
     assert line.startswith(f"Error: {bad}") and "Traceback" not in result.output
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "verify recomputes the device's monitor trace with the default options (a 90% interval) whatever levels the "
-    "golden trace records: a trace written at 80% is compared as if it were 90% (and one with two levels is "
-    "broadcast against the single 90% level), so a device within tolerance FAILS with 'interval bounds differ'"
-))
 @pytest.mark.parametrize("levels", [(0.8,), (0.8, 0.9)])
 def test_verify_uses_the_levels_the_golden_trace_records(tmp_path, levels):
     path = model("gru_float32")

@@ -436,12 +436,6 @@ def test_at_most_max_substitute_consecutive_rows_are_substituted(max_substitute,
     assert obs[-1].fed[0] == 100.0, "after the cap the row is taken as it is"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ForecastMonitor.push resets the consecutive-substitution count on the first anomalous row that was NOT "
-    "substituted (the one at the cap), so substitution resumes on the next row of the same event: 4 on, 1 off, "
-    "4 on... A persistent level shift is substituted 80% of the time instead of becoming the new normal after "
-    "max_substitute rows as MonitorOptions.max_substitute documents."
-))
 def test_after_the_cap_the_rest_of_the_event_is_taken_as_it_is():
     mon = _two_feature_monitor(substitute=True)
     obs = _run_spikes(mon, 10)

@@ -400,16 +400,8 @@ def test_each_stream_tracks_its_own_gaps(name):
     np.testing.assert_allclose(by["A"][30:], filled_forecasts(GRU, xs)[30:], rtol=1e-6)
 
 
-REFUSED_ROW_BUG = (
-    "StreamWatch.before feeds the row's time to the GapTracker (and fills the gap before it) before the runner steps "
-    "the row; when the runner then refuses it (BadInputError: 'row skipped, state unchanged'), its week stays "
-    "counted as seen, so the next row finds no gap and the model runs one step short of the calendar. A row skipped "
-    "for an unreadable cell never reaches the tracker and its week is filled: the two kinds of bad row disagree."
-)
-
-
 @pytest.mark.parametrize("bad", [
-    "abc", pytest.param("100000", marks=pytest.mark.xfail(strict=True, reason=REFUSED_ROW_BUG)),
+    "abc", "100000",
 ], ids=["unreadable", "refused"])
 @pytest.mark.parametrize("where", [35, 33], ids=["later", "right-after-gap"])
 def test_a_skipped_row_counts_as_missing(bad, where):
