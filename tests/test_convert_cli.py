@@ -42,7 +42,7 @@ def test_metadata_round_trip(trained_runs, tmp_path):
     md = read_metadata(out)
     assert ModelMetadata.from_json(md.to_json()) == md
     raw = json.loads(md.to_json())
-    assert raw["format"] == "statelite" and raw["format_version"] == 1
+    assert raw["format"] == "statelite" and raw["format_version"] == 2
     assert [s["input"]["name"] for s in raw["states"]] == ["h_0", "c_0", "h_1", "c_1"]
     assert raw["versions"]["tensorflow"]
 

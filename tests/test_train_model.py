@@ -82,7 +82,7 @@ def test_run_folder_contents(gru_run):
     assert raw["metrics"]["epochs_run"] == len(result.history)
     assert (run / "history.csv").read_text().splitlines()[0] == "epoch,loss,val_loss"
     test = raw["metrics"]["test"]
-    assert set(test) == {"positions", "windowed", "streaming", "persistence", "seasonal_naive"}
+    assert set(test) == {"positions", "windowed", "streaming", "persistence", "seasonal_naive", "coverage", "anomaly_rate"}
     assert test["positions"] == 48 - 16 - 2 + 1
 
 

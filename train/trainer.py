@@ -315,9 +315,9 @@ def residual_monitoring(model, series: D.Series, split: tuple[int, int], config:
 
 
 # Thresholds of ``diagnose``.
-# Validation positions behind the residual calibration: with fewer, the tail above the 90th percentile rests on a
-# handful of residuals.
-FEW_RESIDUALS = 100
+# Validation positions behind the residual calibration: with fewer, the tail above the 90th percentile rests on at
+# most 3 residuals.
+FEW_RESIDUALS = 40
 # Each training chunk is one example, and neighbouring chunks share window - 1 rows, so the data says less than the
 # count suggests. Under 50 chunks the default batch of 32 makes at most two gradient steps per epoch and early
 # stopping judges noise: too little for a recurrent model to learn more than the level of the series.
@@ -474,12 +474,12 @@ def diagnostics_text(diagnostics: list[dict[str, Any]]) -> list[str]:
     apart = [f"warning: {d['message']}" for d in diagnostics if d["code"] in _NOT_A_CAUSE]
     diagnostics = [d for d in diagnostics if d["code"] not in _NOT_A_CAUSE]
     if not diagnostics or diagnostics[0]["code"] != "worse_than_persistence":
-        return [f"warning: {d['message']}" for d in diagnostics] + apart
+        return apart + [f"warning: {d['message']}" for d in diagnostics]
     head, causes = diagnostics[0]["message"], [d["message"] for d in diagnostics[1:]]
     if causes:
-        return [f"warning: {head} Likely causes: " + " ".join(causes)] + apart
-    return [f"warning: {head} None of the measured causes applies (test range, training chunks, validation "
-            f"loss)."] + apart
+        return apart + [f"warning: {head} Likely causes: " + " ".join(causes)]
+    return apart + [f"warning: {head} None of the measured causes applies (test range, training chunks, validation "
+                    f"loss)."]
 
 
 _NOT_A_CAUSE = ("few_calibration_residuals",)  # warnings about the intervals, not causes of a weak forecast
