@@ -71,6 +71,30 @@ def _digits_date(text: str) -> float | None:
         return None
 
 
+_OFFSET4 = re.compile(r"([+-])([0-9]{2})([0-9]{2})$")
+_OFFSET2 = re.compile(r"([+-])([0-9]{2})$")
+_FRACTION = re.compile(r"\.([0-9]+)")
+
+
+def _iso_for_python310(text: str) -> str:
+    """The forms Python 3.10's ``fromisoformat`` lacks, rewritten to ones it reads (3.11 reads both): a ``Z`` zone,
+    ``+HHMM`` and ``+HH`` offsets, and fractions of other than 3 or 6 digits. Only the time part is touched."""
+    for i, ch in enumerate(text):
+        if ch in "Tt " and i >= 8:
+            date, sep, clock = text[:i], text[i], text[i + 1:]
+            break
+    else:
+        return text
+    if clock[-1:] in ("Z", "z"):
+        clock = clock[:-1] + "+00:00"
+    elif _OFFSET4.search(clock) and len(clock) > 5:
+        clock = _OFFSET4.sub(r"\1\2:\3", clock)
+    elif _OFFSET2.search(clock) and len(clock) > 3:
+        clock = _OFFSET2.sub(r"\1\2:00", clock)
+    clock = _FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], clock, count=1)
+    return date + sep + clock
+
+
 def parse_time(cell: str, kind: TimeKind | None = None, column: str = "time") -> tuple[float, TimeKind]:
     """One time cell as ``(value, kind)``: seconds since 1970-01-01 UTC for a date-time, else the number itself.
 
@@ -103,7 +127,9 @@ def parse_time(cell: str, kind: TimeKind | None = None, column: str = "time") ->
     if not m and not _ISO.fullmatch(text):
         raise _bad(text, column)
     try:
-        t = _seconds(datetime(int(m.group(1)), int(m.group(2)), 1) if m else datetime.fromisoformat(text))
+        t = _seconds(
+            datetime(int(m.group(1)), int(m.group(2)), 1) if m else datetime.fromisoformat(_iso_for_python310(text))
+        )
     except (ValueError, OverflowError):
         raise _bad(text, column) from None
     if kind is TimeKind.NUMBER:

@@ -340,3 +340,21 @@ def test_tracker_rejects_bad_arguments():
         GapTracker({"kind": "datetime", "period": 300.0, "regular": 1.0})  # type: ignore[arg-type]
     with pytest.raises(BadInputError):
         GapTracker(FIVE_MIN, tolerance=-0.5)
+
+
+@pytest.mark.parametrize("text, rewritten", [
+    ("2015-08-31T18:22:00Z", "2015-08-31T18:22:00+00:00"),
+    ("2015-08-31 18:22:00+0200", "2015-08-31 18:22:00+02:00"),
+    ("2015-08-31T20:22:00-05", "2015-08-31T20:22:00-05:00"),
+    ("2015-08-31T18:22:00.5", "2015-08-31T18:22:00.500000"),
+    ("2015-08-31T18:22:00.123456789Z", "2015-08-31T18:22:00.123456+00:00"),
+    ("2015-08-31", "2015-08-31"),  # no time part: untouched (its '-31' is not an offset)
+    ("2015-08-31 18:22:00", "2015-08-31 18:22:00"),
+])
+def test_iso_forms_python_3_10_lacks_are_rewritten_to_ones_it_reads(text, rewritten):
+    """requires-python is >= 3.10, whose datetime.fromisoformat reads neither 'Z', '+HHMM', '+HH' nor a fraction
+    of other than 3 or 6 digits; the rewrite gives the same instant on 3.10 and 3.11."""
+    from statelite.timecol import _iso_for_python310
+
+    assert _iso_for_python310(text) == rewritten
+    assert parse_time(text)[0] == parse_time(rewritten)[0]
