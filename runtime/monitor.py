@@ -339,6 +339,52 @@ class ForecastMonitor:
         self._since = 0  # rows since the restart
         self._subs = 0  # consecutive substituted rows
 
+    def export(self) -> dict[str, np.ndarray]:
+        """The online state as finite float64 arrays, for a state file (``restore`` takes it back): the levels, the
+        corrections, the forecasts waiting for their truth with the widths they were issued with, and the counters.
+        An open event is not kept."""
+        H, T, L = self.horizon, self.targets, len(self._levels)
+        valid = [f is not None for f in self._ring]
+        return {
+            "levels": np.array(self._levels, dtype=np.float64),
+            "theta": np.array(self._theta, dtype=np.float64).reshape(L, H * T),
+            "theta_scale": np.array(self._theta_scale, dtype=np.float64),
+            "ring": np.array([f if ok else [0.0] * (H * T) for f, ok in zip(self._ring, valid)]).reshape(H, H * T),
+            "ring_widths": np.array(
+                [w if ok else [[0.0] * (H * T)] * L for w, ok in zip(self._ring_w, valid)]
+            ).reshape(H, L, H * T),
+            "ring_valid": np.array(valid, dtype=np.float64),
+            "counters": np.array([self.row, self._since, self._subs], dtype=np.float64),
+        }
+
+    def restore(self, saved: dict) -> bool:
+        """Take back an ``export`` of a monitor of this model and these levels.
+
+        Returns:
+            True when restored; False (nothing changed) when ``saved`` does not fit: other levels, another horizon or
+            targets, or values out of range (the monitor then starts again from the calibration).
+        """
+        H, T, L = self.horizon, self.targets, len(self._levels)
+        shapes = {"levels": (L,), "theta": (L, H * T), "theta_scale": (H * T,), "ring": (H, H * T),
+                  "ring_widths": (H, L, H * T), "ring_valid": (H,), "counters": (3,)}
+        try:
+            a = {name: np.asarray(saved[name], dtype=np.float64) for name in shapes}
+        except (KeyError, TypeError, ValueError):
+            return False
+        if any(a[n].shape != shape or not np.isfinite(a[n]).all() for n, shape in shapes.items()):
+            return False
+        if not np.allclose(a["levels"], self._levels) or np.abs(a["theta"]).max(initial=0) > THETA_LIMIT or \
+                np.abs(a["theta_scale"]).max(initial=0) > THETA_LIMIT or (a["counters"] < 0).any() or \
+                (a["ring_widths"] < 0).any():
+            return False
+        self._theta = a["theta"].tolist()
+        self._theta_scale = a["theta_scale"].tolist()
+        valid = a["ring_valid"] > 0.5
+        self._ring = [f.tolist() if ok else None for f, ok in zip(a["ring"], valid)]
+        self._ring_w = [w.tolist() if ok else None for w, ok in zip(a["ring_widths"], valid)]
+        self.row, self._since, self._subs = (int(v) for v in a["counters"])
+        return True
+
     def one_step(self) -> np.ndarray | None:
         """``(targets,)`` the latest one-step-ahead forecast (what the next row should be), or None."""
         f = self._ring[0]

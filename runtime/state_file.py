@@ -92,6 +92,10 @@ MAX_MEMBERS = 1024  # entries in the zip: one array per state name, never one pe
 _MAX_NPY_HEADER = 10000  # numpy's own default limit on an .npy header (max_header_size)
 _ENCRYPTED_FLAGS = 0x1 | 0x40 | 0x2000  # zip general-purpose bits: encrypted, strong encryption, masked directory
 _TMP_SUFFIX = ".tmp"
+# Arrays named ``monitor.<name>`` hold a stream's ``ForecastMonitor`` online state (``statelite.monitor``: interval
+# corrections, the forecasts waiting for their truth), saved by ``statelite run`` with --intervals/--anomaly next to
+# the recurrent state so a restart keeps adapting where it stopped. Optional: the recurrent state's readers ignore them.
+MONITOR_PREFIX = "monitor."
 
 
 def _payload_sha256(names, arrays: dict[str, np.ndarray]) -> str:
@@ -386,7 +390,7 @@ def _refuse_nonfinite(path, arrays: dict[str, np.ndarray], keys: list | None = N
             )
 
 
-def save_state(path, state: dict, model_sha256: str) -> None:
+def save_state(path, state: dict, model_sha256: str, monitor: Mapping[str, np.ndarray] | None = None) -> None:
     """Write ``state`` to ``path`` atomically, tagged with the model's hash.
 
     Takes the file's ``StateLock`` for the save unless this process holds it already (``statelite run --state``
@@ -397,12 +401,14 @@ def save_state(path, state: dict, model_sha256: str) -> None:
         state: ``{name: array}`` in real units, as ``StatefulRunner.state`` returns it. float64 arrays stay float64;
             anything else is stored as float32.
         model_sha256: the hex SHA-256 of the model file the state belongs to.
+        monitor: the stream's monitor state (``ForecastMonitor.export``), stored as ``monitor.<name>`` arrays.
 
     Raises:
         StateFileError: the file cannot be written (directory missing, no permission, disk full), another writer
             holds it, or the state holds NaN or inf (``x_prev``: inf); the previous file is kept.
     """
     arrays = {name: _as_stored(value) for name, value in state.items()}
+    arrays.update({MONITOR_PREFIX + name: np.asarray(v, np.float64) for name, v in (monitor or {}).items()})
     _refuse_nonfinite(path, arrays)
     _write(path, {"format_version": _SINGLE_VERSION, "model_sha256": model_sha256}, arrays)
 
@@ -411,7 +417,8 @@ def _valid_key(key) -> bool:
     return isinstance(key, (str, int)) and not isinstance(key, bool)
 
 
-def save_pool_state(path, states: Mapping[Hashable, Mapping[str, np.ndarray]], model_sha256: str) -> None:
+def save_pool_state(path, states: Mapping[Hashable, Mapping[str, np.ndarray]], model_sha256: str,
+                    monitors: Mapping[Hashable, Mapping[str, np.ndarray]] | None = None) -> None:
     """Write many streams' states, with their keys, to one file atomically, tagged with the model's hash.
 
     Locking, symlinks and modes as ``save_state``.
@@ -422,6 +429,8 @@ def save_pool_state(path, states: Mapping[Hashable, Mapping[str, np.ndarray]], m
             returns it; every stream has the same names and shapes. Keys are strings or integers (they are stored as
             JSON).
         model_sha256: the hex SHA-256 of the model file the states belong to.
+        monitors: ``{key: monitor state}`` for every key (``ForecastMonitor.export``), stacked like the states as
+            ``monitor.<name>`` arrays; None for none.
 
     Raises:
         BadInputError: a key that is not a string or integer, or streams whose state names or shapes differ.
@@ -449,6 +458,16 @@ def save_pool_state(path, states: Mapping[Hashable, Mapping[str, np.ndarray]], m
                 f"every stream's state must have the names {sorted(first)}; received {sorted(states[others[0]])} "
                 f"for stream {others[0]!r}."
             )
+        if monitors is not None:
+            missing = [k for k in keys if k not in monitors]
+            if missing:
+                raise BadInputError(f"every stream needs its monitor state, or none; received none for {missing[:3]!r}.")
+            for name in monitors[keys[0]]:
+                try:
+                    arrays[MONITOR_PREFIX + name] = np.stack([np.asarray(monitors[k][name], np.float64) for k in keys])
+                except (KeyError, ValueError):
+                    raise BadInputError(f"every stream's monitor state must have the names and shapes of the "
+                                        f"first; {name!r} differs.") from None
         _refuse_nonfinite(path, arrays, keys)
     _write(path, {"format_version": _POOL_VERSION, "model_sha256": model_sha256, "keys": keys}, arrays)
 
@@ -641,6 +660,33 @@ def _read(path, model_sha256: str) -> tuple[dict, dict[str, np.ndarray]]:
     return header, {name: arrays[name] for name in names}
 
 
+def _without_monitor(arrays: dict) -> dict:
+    return {n: a for n, a in arrays.items() if not n.startswith(MONITOR_PREFIX)}
+
+
+def load_monitor_state(path, model_sha256: str) -> dict:
+    """The monitor states saved beside the recurrent state (``monitor.<name>`` arrays), per stream.
+
+    Returns:
+        ``{key: {name: float64 array}}`` (key None for a single-stream file); empty when the file holds none.
+        The arrays are finite and bounded like every array of the file; ``ForecastMonitor.restore`` checks their
+        shapes against the monitor that takes them.
+
+    Raises:
+        StateFileError: as ``load_state``: a missing, corrupt or oversized file, or another model's.
+    """
+    header, arrays = _read(path, model_sha256)
+    found = {n[len(MONITOR_PREFIX):]: a.astype(np.float64) for n, a in arrays.items() if n.startswith(MONITOR_PREFIX)}
+    if not found:
+        return {}
+    if "keys" not in header:
+        return {None: found}
+    keys = header["keys"]
+    if not isinstance(keys, list) or any(a.ndim == 0 or len(a) != len(keys) for a in found.values()):
+        raise _corrupt(path, "its monitor arrays do not have one entry per stream key")
+    return {key: {n: a[i] for n, a in found.items()} for i, key in enumerate(keys)}
+
+
 def _check_names(path, names, shapes: dict) -> dict[str, tuple]:
     expected = {name: tuple(shape) for name, shape in shapes.items()}
     if set(names) != set(expected):
@@ -666,6 +712,7 @@ def load_state(path, model_sha256: str, shapes: dict) -> dict[str, np.ndarray]:
             holding NaN or inf; saved by another model; other names or shapes; a pool file (many streams).
     """
     header, arrays = _read(path, model_sha256)
+    arrays = _without_monitor(arrays)
     if "keys" in header:
         n = len(header["keys"]) if isinstance(header["keys"], list) else "several"
         raise StateFileError(
@@ -695,6 +742,7 @@ def load_pool_state(path, model_sha256: str, shapes: dict) -> dict[Hashable, dic
             holding NaN or inf; saved by another model; other names or shapes; a single-stream file.
     """
     header, arrays = _read(path, model_sha256)
+    arrays = _without_monitor(arrays)
     if "keys" not in header:
         raise StateFileError(
             f"{path} holds one stream's state (saved without --stream-key); expected the states of many streams "

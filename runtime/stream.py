@@ -441,8 +441,15 @@ class _OneStream:
     def load(self, path) -> None:
         self.runner.load_state(path)
 
-    def save(self, path) -> None:
-        self.runner.save_state(path)
+    def save(self, path, monitors: dict | None = None) -> None:
+        from .state_file import save_state
+
+        monitor = None if not monitors else monitors.get(None)
+        save_state(path, self.runner.state, self.runner.model_sha256, monitor=monitor)
+
+    @property
+    def keys(self) -> list:
+        return [None]
 
     def nonfinite(self) -> str | None:
         return _nonfinite(self.runner.state)
@@ -509,10 +516,14 @@ class _RunnerStreams:
             self.add(key)
             self.runners[key].state = state
 
-    def save(self, path) -> None:
+    def save(self, path, monitors: dict | None = None) -> None:
         from .state_file import save_pool_state
 
-        save_pool_state(path, {k: r.state for k, r in self.runners.items()}, self.sha256)
+        save_pool_state(path, {k: r.state for k, r in self.runners.items()}, self.sha256, monitors=monitors)
+
+    @property
+    def keys(self) -> list:
+        return list(self.runners)
 
     def nonfinite(self) -> str | None:
         for key, r in self.runners.items():
@@ -587,10 +598,14 @@ class _PoolStreams:
             self.pool.add(key)
             self.pool.set_state(key, state)
 
-    def save(self, path) -> None:
+    def save(self, path, monitors: dict | None = None) -> None:
         from .state_file import save_pool_state
 
-        save_pool_state(path, {k: self.pool.state(k) for k in self.pool.keys}, self.sha256)
+        save_pool_state(path, {k: self.pool.state(k) for k in self.pool.keys}, self.sha256, monitors=monitors)
+
+    @property
+    def keys(self) -> list:
+        return self.pool.keys
 
     def nonfinite(self) -> str | None:
         for key in self.pool.keys:
@@ -733,7 +748,7 @@ def run_stream(
                 errors.flush()
             not_saved = True
             return
-        streams.save(config.state_path)
+        streams.save(config.state_path, watch.export(streams.keys))
         saves += 1
         unsaved = 0
 
@@ -787,6 +802,10 @@ def run_stream(
 
     watch = StreamWatch(md, config.monitor_options, config.anomaly, config.gaps, config.max_fill, alerts, report,
                         source_name, warn)
+    if resumed and watch.options is not None:
+        from .state_file import load_monitor_state
+
+        watch.restore(load_monitor_state(config.state_path, runner.model_sha256))
 
     try:
         lines = read_lines(source)

@@ -123,6 +123,34 @@ class StreamWatch:
             mon = self.monitors[key] = monitor_for(self.md, self.options)
         return mon
 
+    # -- the state file -------------------------------------------------------------------------------------------
+
+    def export(self, keys) -> dict | None:
+        """Every stream's monitor state for the state file (``{key: arrays}``), or None without a monitor. A stream
+        loaded but not stepped yet gets its monitor now, so every key is saved with one."""
+        if self.options is None:
+            return None
+        return {key: self._monitor(key).export() for key in keys}
+
+    def restore(self, saved: dict) -> None:
+        """Take back the monitor states a state file held (``load_monitor_state``). A stream whose saved monitor
+        does not fit (other levels, or none saved) starts from the calibration, and says so once."""
+        if self.options is None:
+            return
+        fitted = 0
+        for key, arrays in saved.items():
+            if self._monitor(key).restore(arrays):
+                fitted += 1
+            else:
+                self.monitors.pop(key)
+        if fitted < len(saved) or not saved:
+            self._warn(
+                "the state file holds no monitor state for these options (saved without --intervals/--anomaly, or "
+                "with other --intervals levels): intervals and scores start from the model's calibration"
+                if fitted == 0 else f"{len(saved) - fitted} streams' monitor states do not fit these options: they "
+                                    f"start from the model's calibration"
+            )
+
     # -- the row loop ----------------------------------------------------------------------------------------------
 
     def before(self, key, x: np.ndarray, time: str | None, line: int, step: Callable, reset: Callable,

@@ -587,3 +587,31 @@ def test_reset_zeroes_the_state_restarts_the_monitor_and_ends_the_event(gru):
     obs = m.step(xs[31])
     assert math.isnan(obs.score) and obs.row == 31 and obs.event is None
     assert m.reset() is None
+
+
+def test_export_and_restore_round_trip_and_refuse_what_does_not_fit():
+    mon = _two_feature_monitor(levels=(0.8, 0.9))
+    _run_spikes(mon, 0)
+    rng = np.random.default_rng(5)
+    for _ in range(12):
+        x = np.array([rng.normal(), 1.0])
+        mon.push(mon.observe(x), rng.normal(size=(mon.horizon, mon.targets)))
+    saved = mon.export()
+    assert all(np.isfinite(a).all() and a.dtype == np.float64 for a in saved.values())
+    fresh = _two_feature_monitor(levels=(0.8, 0.9))
+    assert fresh.restore(saved)
+    assert all(np.array_equal(saved[k], fresh.export()[k]) for k in saved)
+    assert fresh.row == mon.row and np.array_equal(fresh.theta, mon.theta)
+    x = np.array([0.3, 1.0])
+    assert fresh.observe(x).score == mon.observe(x).score
+    # other levels, a wrong shape, a correction beyond its limit, a missing array: refused, nothing changed
+    for bad in (
+        {**saved, "levels": np.array([0.8, 0.95])},
+        {**saved, "ring": saved["ring"][:1]},
+        {**saved, "theta": saved["theta"] + 100.0},
+        {k: v for k, v in saved.items() if k != "counters"},
+    ):
+        other = _two_feature_monitor(levels=(0.8, 0.9))
+        before = other.export()
+        assert not other.restore(bad)
+        assert all(np.array_equal(before[k], other.export()[k]) for k in before)

@@ -494,3 +494,51 @@ def test_pool_monitor_steps_only_its_lane():
     assert obs[-1].lower.shape == (1, 4, 1) and math.isfinite(obs[-1].score)
     with pytest.raises(BadInputError, match=r"no stream 'zzz' in the pool; add it first \(streams: 2\)"):
         pool.monitor("zzz")
+
+
+# -- the monitor's state across restarts ------------------------------------------------------------------------
+
+
+def _monitored(result) -> np.ndarray:
+    """Every output column after ``row`` (forecasts, bounds, score, anomaly) as text: the row numbers differ."""
+    header, rows = table(result.stdout)
+    start = header.index("row") + 1
+    return np.array([r[start:] for r in rows])
+
+
+@pytest.mark.parametrize("name, keyed", [("gru_int8", False), ("gru_float32_b8", True)])
+def test_a_restart_with_state_keeps_adapting_where_it_stopped(tmp_path, name, keyed):
+    """Run in two halves with --state: the second half's forecasts, bounds and scores are those of one run over
+    both, because the monitor's corrections and pending forecasts are saved with the recurrent state."""
+    path = model(f"{name}.tflite")
+    xs = golden_x(name.replace("_b8", ""))[:120]
+    keys = ["s1"] * 120 if keyed else None
+    header = ("sensor", "date", "co2") if keyed else ("date", "co2")
+    extra = ["--stream-key", "sensor"] if keyed else []
+    opts = ["--intervals", "0.8,0.95", "--anomaly", *extra]
+    whole = run(path, csv_text(xs, DATES, header, keys), *opts)
+    state = tmp_path / "state.npz"
+    first = run(path, csv_text(xs[:70], DATES[:70], header, keys and keys[:70]), "--state", str(state), *opts)
+    second = run(path, csv_text(xs[70:], DATES[70:120], header, keys and keys[70:]), "--state", str(state), *opts)
+    assert whole.exit_code == first.exit_code == second.exit_code == 0, second.output
+    assert "monitor state" not in second.stderr
+    joined = np.concatenate([_monitored(first), _monitored(second)])
+    assert (joined == _monitored(whole)).all()
+    # The file holds the monitor next to the recurrent state; a run without a monitor reads it as before.
+    with np.load(state) as d:
+        assert {"monitor.theta", "monitor.ring", "monitor.counters"} <= set(d.files)
+    plain = run(path, csv_text(xs[:5], DATES[:5], header, keys and keys[:5]), "--state", str(state), *extra)
+    assert plain.exit_code == 0, plain.output
+
+
+def test_a_state_saved_with_other_levels_starts_the_monitor_afresh_and_says_so(tmp_path):
+    path = model("gru_int8.tflite")
+    xs = golden_x("gru_int8")[:40]
+    state = tmp_path / "state.npz"
+    assert run(path, csv_text(xs[:20], DATES[:20]), "--state", str(state), "--intervals", "0.9").exit_code == 0
+    result = run(path, csv_text(xs[20:], DATES[20:40]), "--state", str(state), "--intervals", "0.8")
+    assert result.exit_code == 0, result.output
+    assert stderr_lines(result)[0] == (
+        "statelite: the state file holds no monitor state for these options (saved without --intervals/--anomaly, "
+        "or with other --intervals levels): intervals and scores start from the model's calibration"
+    )
