@@ -30,6 +30,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _DIGITS = re.compile(r"[0-9]{8}(?:[0-9]{4}(?:[0-9]{2})?)?")  # YYYYMMDD, YYYYMMDDHHMM, YYYYMMDDHHMMSS
 _MONTH_CELL = re.compile(r"([0-9]{4})-([0-9]{2})")
+_QUARTER_CELL = re.compile(r"([0-9]{4})[- ]?[Qq]([1-4])")  # 1959Q1, 1959-Q1: statsmodels' macrodata and others
 _ISO = re.compile(r"[0-9]{4}-?[0-9A-Za-z:+\-., ]*")  # ASCII only: fromisoformat is the judge of the rest
 
 
@@ -99,7 +100,7 @@ def parse_time(cell: str, kind: TimeKind | None = None, column: str = "time") ->
     """One time cell as ``(value, kind)``: seconds since 1970-01-01 UTC for a date-time, else the number itself.
 
     Formats: ISO 8601 date or date-time (``T`` or space separator, fractional seconds, ``Z`` or ±HH:MM / ±HHMM
-    offsets; naive times are UTC), ``YYYY-MM`` (the month's first day), ``YYYYMMDD``, ``YYYYMMDDHHMM[SS]``, and plain
+    offsets; naive times are UTC), ``YYYY-MM`` (the month's first day), ``YYYYQn`` (the quarter's first day), ``YYYYMMDD``, ``YYYYMMDDHHMM[SS]``, and plain
     decimal numbers. 8, 12 or 14 digits are a date-time when valid, else a number; a given ``kind`` decides instead
     (``NUMBER``: a number; ``DATETIME``: an invalid date is an error). Whitespace and quotes around are stripped.
     Raises ``BadInputError`` (one line, naming the column and the received text, truncated) for anything else, a
@@ -123,6 +124,9 @@ def parse_time(cell: str, kind: TimeKind | None = None, column: str = "time") ->
         if not math.isfinite(v):
             raise _bad(text, column, ", beyond the float64 range")
         return v, TimeKind.NUMBER
+    quarter = _QUARTER_CELL.fullmatch(text)
+    if quarter:  # the quarter's first day
+        text = f"{quarter.group(1)}-{3 * int(quarter.group(2)) - 2:02d}"
     m = _MONTH_CELL.fullmatch(text)
     if not m and not _ISO.fullmatch(text):
         raise _bad(text, column)

@@ -358,3 +358,12 @@ def test_iso_forms_python_3_10_lacks_are_rewritten_to_ones_it_reads(text, rewrit
 
     assert _iso_for_python310(text) == rewritten
     assert parse_time(text)[0] == parse_time(rewritten)[0]
+
+
+def test_quarters_read_as_their_first_day():
+    """statsmodels' macrodata labels its rows 1959Q1: a quarter is its first day, every ~3 months."""
+    assert parse_time("1959Q1")[0] == parse_time("1959-01")[0]
+    assert parse_time("1959-Q4")[0] == parse_time("1959-10-01")[0]
+    assert estimate_sampling(["1959Q1", "1959Q2", "1959Q3", "1959Q4", "1960Q1"]).describe() == "every ~3 months"
+    with pytest.raises(BadInputError):
+        parse_time("1959Q5")

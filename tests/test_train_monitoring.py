@@ -83,3 +83,13 @@ def test_a_series_too_short_for_the_window_names_one_that_fits(tmp_path):
     assert "too short for this window" in message and "--window 109 or less fits these rows" in message
     # and that window does fit
     assert train(_config(tmp_path, window=109, epochs=1)).metrics["epochs_run"] == 1
+
+
+def test_a_time_column_of_labels_trains_without_a_sampling(tmp_path):
+    """A time column that holds labels, not times, is kept for the plots as before; the model then records no
+    sampling, and the device checks no gaps."""
+    rows = [f"week-{i},{20 + np.sin(i / 5):.4f}" for i in range(300)]
+    (tmp_path / "l.csv").write_text("label,temp\n" + "\n".join(rows) + "\n")
+    result = train(TrainConfig(out=str(tmp_path / "run"), data=str(tmp_path / "l.csv"), targets=("temp",),
+                               time_column="label", units=4, window=16, horizon=2, epochs=1))
+    assert json.loads((result.run_dir / "run.json").read_text())["sampling"] is None

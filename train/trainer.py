@@ -309,7 +309,10 @@ def residual_monitoring(model, series: D.Series, split: tuple[int, int], config:
             rate = float(replayed["anomaly"][scored].mean()) if scored.any() else math.nan
     sampling = None
     if series.time is not None:
-        found = estimate_sampling([str(v) for v in series.time], column=series.time_column or "time")
+        try:
+            found = estimate_sampling([str(v) for v in series.time], column=series.time_column or "time")
+        except BadInputError:  # labels, not times: kept for the plots; the device then checks no gaps
+            found = None
         sampling = found.to_dict() if found is not None else None
     return {"residuals": calibration.to_dict(), "sampling": sampling, "coverage": coverage, "anomaly_rate": rate}
 
