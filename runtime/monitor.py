@@ -22,8 +22,9 @@ How it works, per target ``k`` and horizon step ``h``:
   calibrated distribution; the row's p-value is the Bonferroni combination ``min(1, m * min p)`` over the ``m``
   horizons and targets that have a forecast (valid whatever the dependence between them). The score is
   ``-log10(p)``: 3 means a residual as large turns up once in a thousand rows. A row is anomalous when its score
-  reaches the threshold. Anomalous rows do not update the online corrections (an outlier must not widen the
-  intervals of the normal rows after it), and consecutive anomalous rows form one ``Event``.
+  reaches the threshold. Anomalous rows do not update the scores' scale (an anomaly must not make the next one look
+  less surprising), but they do update the intervals (leaving them out would take their misses out of the tracking,
+  and coverage would fall short by the share of rows flagged). Consecutive anomalous rows form one ``Event``.
 
 Nothing here touches the model's state: ``ForecastMonitor.observe`` decides what the model is fed (the row, or with
 ``substitute`` its own one-step forecast in place of an anomalous row's targets) and ``push`` takes the forecast the
@@ -468,16 +469,23 @@ class ForecastMonitor:
                 fed[self._tidx] = guess[: self.targets]
                 substituted = True
         obs = Observation(self.row, score, p_row, anomaly, substituted, event, fed)
-        if m and self._adapting and not anomaly:
-            obs._pending = seen
+        if m and self._adapting:
+            obs._pending = (seen, anomaly)
         return obs
 
-    def _adapt(self, seen: list) -> None:
-        """Quantile tracking in log space (see the module docstring), for each cell that had its truth."""
+    def _adapt(self, seen: list, anomaly: bool) -> None:
+        """Quantile tracking in log space (see the module docstring), for each cell that had its truth.
+
+        The intervals learn from every row: leaving the anomalous rows out would leave their misses out of the
+        tracking, and the intervals would cover less than their level by about the share of rows flagged (a spike
+        moves a 90% width by only 4.6%). The scores' scale learns from normal rows only: an anomaly must not make
+        the next one look less surprising.
+        """
         rate, ts, median = self._rate, self._theta_scale, self._median
-        for h, c, a in seen:
-            t = ts[c] + (rate * 0.5 if a > median[c] * math.exp(ts[c]) else -rate * 0.5)
-            ts[c] = THETA_LIMIT if t > THETA_LIMIT else (-THETA_LIMIT if t < -THETA_LIMIT else t)
+        if not anomaly:
+            for h, c, a in seen:
+                t = ts[c] + (rate * 0.5 if a > median[c] * math.exp(ts[c]) else -rate * 0.5)
+                ts[c] = THETA_LIMIT if t > THETA_LIMIT else (-THETA_LIMIT if t < -THETA_LIMIT else t)
         widths = self._ring_w
         for level, (theta, alpha) in enumerate(zip(self._theta, self._alpha)):
             for h, c, a in seen:
@@ -506,7 +514,7 @@ class ForecastMonitor:
         # What observe decided is committed only now, once the model has stepped: a step that failed (a refused
         # row) leaves the monitor as it was.
         if obs._pending is not None:
-            self._adapt(obs._pending)
+            self._adapt(*obs._pending)
             obs._pending = None
         if obs.anomaly:
             if self._event_start < 0:
