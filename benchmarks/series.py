@@ -1,8 +1,8 @@
 """The public real series the accuracy benchmark trains and converts on, and how to write each as a CSV.
 
 Every series ships inside a package on PyPI (statelite itself, statsmodels, pmdarima): nothing is downloaded at run
-time beyond ``pip install``. One optional extra series comes from a NAB checkout beside the repository
-(``../shared/data/nab``) when it is there; without it that entry is reported as unavailable, never an error.
+time beyond ``pip install``. One extra series comes from the Numenta Anomaly Benchmark subset shipped in the
+repository (``benchmarks/data/nab``, MIT licence); without it that entry is reported as unavailable, never an error.
 
 Each entry records where the data comes from, its licence as the distributing package states it, and the
 ``statelite train`` options that suit it (window, horizon, differencing, seasonal baseline). ``Series.csv(cache)``
@@ -27,7 +27,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = ROOT / ".cache" / "accuracy-series"
-NAB_DIR = ROOT.parent / "shared" / "data" / "nab"
+NAB_DIR = ROOT / "benchmarks" / "data" / "nab"  # the NAB subset shipped in the repository (MIT, see its README)
 
 Columns = dict[str, np.ndarray]  # column name -> values (a time column holds strings)
 
@@ -378,10 +378,10 @@ CATALOGUE: tuple[Series, ...] = (
         name="nab_speed",
         title="Traffic speed, sensor t4013, Minnesota DOT, mph (NAB realTraffic/speed_t4013)",
         package=None,
-        loader="../shared/data/nab/realTraffic/speed_t4013.csv (optional: used when the folder is there)",
+        loader="benchmarks/data/nab/realTraffic/speed_t4013.csv",
         source="Numenta Anomaly Benchmark (Lavin and Ahmad, 2015), realTraffic, from the Minnesota Department of "
         "Transportation",
-        licence="MIT (../shared/data/nab/LICENSE.txt)",
+        licence="MIT (benchmarks/data/nab/LICENSE.txt)",
         frequency="~5 minutes, irregular",
         time_column="timestamp",
         features=("speed",),
