@@ -92,10 +92,12 @@ MAX_MEMBERS = 1024  # entries in the zip: one array per state name, never one pe
 _MAX_NPY_HEADER = 10000  # numpy's own default limit on an .npy header (max_header_size)
 _ENCRYPTED_FLAGS = 0x1 | 0x40 | 0x2000  # zip general-purpose bits: encrypted, strong encryption, masked directory
 _TMP_SUFFIX = ".tmp"
-# Arrays named ``monitor.<name>`` hold a stream's ``ForecastMonitor`` online state (``statelite.monitor``: interval
-# corrections, the forecasts waiting for their truth), saved by ``statelite run`` with --intervals/--anomaly next to
-# the recurrent state so a restart keeps adapting where it stopped. Optional: the recurrent state's readers ignore them.
+# Optional arrays beside the recurrent state, saved by ``statelite run`` so a restart goes on where it stopped:
+# ``monitor.<name>`` a stream's ``ForecastMonitor`` online state (``statelite.monitor``: interval corrections, the
+# forecasts waiting for their truth), ``gaps.<name>`` its gap tracker (the last time seen, the last row and forecast a
+# gap is filled from). The recurrent state's readers ignore them.
 MONITOR_PREFIX = "monitor."
+EXTRA_PREFIXES = (MONITOR_PREFIX, "gaps.")
 
 
 def _payload_sha256(names, arrays: dict[str, np.ndarray]) -> str:
@@ -390,7 +392,14 @@ def _refuse_nonfinite(path, arrays: dict[str, np.ndarray], keys: list | None = N
             )
 
 
-def save_state(path, state: dict, model_sha256: str, monitor: Mapping[str, np.ndarray] | None = None) -> None:
+def _extra_name(name: str) -> str:
+    if not isinstance(name, str) or not name.startswith(EXTRA_PREFIXES):
+        raise BadInputError(f"extra state arrays are named {' or '.join(p + '<name>' for p in EXTRA_PREFIXES)}; "
+                            f"received {name!r}.")
+    return name
+
+
+def save_state(path, state: dict, model_sha256: str, extras: Mapping[str, np.ndarray] | None = None) -> None:
     """Write ``state`` to ``path`` atomically, tagged with the model's hash.
 
     Takes the file's ``StateLock`` for the save unless this process holds it already (``statelite run --state``
@@ -401,14 +410,15 @@ def save_state(path, state: dict, model_sha256: str, monitor: Mapping[str, np.nd
         state: ``{name: array}`` in real units, as ``StatefulRunner.state`` returns it. float64 arrays stay float64;
             anything else is stored as float32.
         model_sha256: the hex SHA-256 of the model file the state belongs to.
-        monitor: the stream's monitor state (``ForecastMonitor.export``), stored as ``monitor.<name>`` arrays.
+        extras: optional arrays saved beside the state, named ``monitor.<name>`` or ``gaps.<name>`` (see
+            ``EXTRA_PREFIXES``); float64, finite.
 
     Raises:
         StateFileError: the file cannot be written (directory missing, no permission, disk full), another writer
             holds it, or the state holds NaN or inf (``x_prev``: inf); the previous file is kept.
     """
     arrays = {name: _as_stored(value) for name, value in state.items()}
-    arrays.update({MONITOR_PREFIX + name: np.asarray(v, np.float64) for name, v in (monitor or {}).items()})
+    arrays.update({_extra_name(name): np.asarray(v, np.float64) for name, v in (extras or {}).items()})
     _refuse_nonfinite(path, arrays)
     _write(path, {"format_version": _SINGLE_VERSION, "model_sha256": model_sha256}, arrays)
 
@@ -418,7 +428,7 @@ def _valid_key(key) -> bool:
 
 
 def save_pool_state(path, states: Mapping[Hashable, Mapping[str, np.ndarray]], model_sha256: str,
-                    monitors: Mapping[Hashable, Mapping[str, np.ndarray]] | None = None) -> None:
+                    extras: Mapping[Hashable, Mapping[str, np.ndarray]] | None = None) -> None:
     """Write many streams' states, with their keys, to one file atomically, tagged with the model's hash.
 
     Locking, symlinks and modes as ``save_state``.
@@ -429,8 +439,8 @@ def save_pool_state(path, states: Mapping[Hashable, Mapping[str, np.ndarray]], m
             returns it; every stream has the same names and shapes. Keys are strings or integers (they are stored as
             JSON).
         model_sha256: the hex SHA-256 of the model file the states belong to.
-        monitors: ``{key: monitor state}`` for every key (``ForecastMonitor.export``), stacked like the states as
-            ``monitor.<name>`` arrays; None for none.
+        extras: ``{key: {name: array}}`` for every key (names as for ``save_state``), stacked like the states;
+            None for none.
 
     Raises:
         BadInputError: a key that is not a string or integer, or streams whose state names or shapes differ.
@@ -458,16 +468,16 @@ def save_pool_state(path, states: Mapping[Hashable, Mapping[str, np.ndarray]], m
                 f"every stream's state must have the names {sorted(first)}; received {sorted(states[others[0]])} "
                 f"for stream {others[0]!r}."
             )
-        if monitors is not None:
-            missing = [k for k in keys if k not in monitors]
+        if extras is not None:
+            missing = [k for k in keys if k not in extras]
             if missing:
-                raise BadInputError(f"every stream needs its monitor state, or none; received none for {missing[:3]!r}.")
-            for name in monitors[keys[0]]:
+                raise BadInputError(f"every stream needs its extra arrays, or none; received none for {missing[:3]!r}.")
+            for name in extras[keys[0]]:
                 try:
-                    arrays[MONITOR_PREFIX + name] = np.stack([np.asarray(monitors[k][name], np.float64) for k in keys])
+                    arrays[_extra_name(name)] = np.stack([np.asarray(extras[k][name], np.float64) for k in keys])
                 except (KeyError, ValueError):
-                    raise BadInputError(f"every stream's monitor state must have the names and shapes of the "
-                                        f"first; {name!r} differs.") from None
+                    raise BadInputError(f"every stream's extra arrays must have the names and shapes of the first; "
+                                        f"{name!r} differs.") from None
         _refuse_nonfinite(path, arrays, keys)
     _write(path, {"format_version": _POOL_VERSION, "model_sha256": model_sha256, "keys": keys}, arrays)
 
@@ -661,29 +671,29 @@ def _read(path, model_sha256: str) -> tuple[dict, dict[str, np.ndarray]]:
 
 
 def _without_monitor(arrays: dict) -> dict:
-    return {n: a for n, a in arrays.items() if not n.startswith(MONITOR_PREFIX)}
+    return {n: a for n, a in arrays.items() if not n.startswith(EXTRA_PREFIXES)}
 
 
-def load_monitor_state(path, model_sha256: str) -> dict:
-    """The monitor states saved beside the recurrent state (``monitor.<name>`` arrays), per stream.
+def load_extras(path, model_sha256: str) -> dict:
+    """The extra arrays saved beside the recurrent state (``monitor.*``, ``gaps.*``), per stream.
 
     Returns:
-        ``{key: {name: float64 array}}`` (key None for a single-stream file); empty when the file holds none.
-        The arrays are finite and bounded like every array of the file; ``ForecastMonitor.restore`` checks their
-        shapes against the monitor that takes them.
+        ``{key: {name: float64 array}}`` with the full names (key None for a single-stream file); empty when the
+        file holds none. The arrays are finite and bounded like every array of the file; their users
+        (``ForecastMonitor.restore``, ``StreamWatch.restore``) check their shapes.
 
     Raises:
         StateFileError: as ``load_state``: a missing, corrupt or oversized file, or another model's.
     """
     header, arrays = _read(path, model_sha256)
-    found = {n[len(MONITOR_PREFIX):]: a.astype(np.float64) for n, a in arrays.items() if n.startswith(MONITOR_PREFIX)}
+    found = {n: a.astype(np.float64) for n, a in arrays.items() if n.startswith(EXTRA_PREFIXES)}
     if not found:
         return {}
     if "keys" not in header:
         return {None: found}
     keys = header["keys"]
     if not isinstance(keys, list) or any(a.ndim == 0 or len(a) != len(keys) for a in found.values()):
-        raise _corrupt(path, "its monitor arrays do not have one entry per stream key")
+        raise _corrupt(path, "its monitor or gap arrays do not have one entry per stream key")
     return {key: {n: a[i] for n, a in found.items()} for i, key in enumerate(keys)}
 
 

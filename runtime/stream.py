@@ -441,11 +441,10 @@ class _OneStream:
     def load(self, path) -> None:
         self.runner.load_state(path)
 
-    def save(self, path, monitors: dict | None = None) -> None:
+    def save(self, path, extras: dict | None = None) -> None:
         from .state_file import save_state
 
-        monitor = None if not monitors else monitors.get(None)
-        save_state(path, self.runner.state, self.runner.model_sha256, monitor=monitor)
+        save_state(path, self.runner.state, self.runner.model_sha256, extras=None if not extras else extras.get(None))
 
     @property
     def keys(self) -> list:
@@ -516,10 +515,10 @@ class _RunnerStreams:
             self.add(key)
             self.runners[key].state = state
 
-    def save(self, path, monitors: dict | None = None) -> None:
+    def save(self, path, extras: dict | None = None) -> None:
         from .state_file import save_pool_state
 
-        save_pool_state(path, {k: r.state for k, r in self.runners.items()}, self.sha256, monitors=monitors)
+        save_pool_state(path, {k: r.state for k, r in self.runners.items()}, self.sha256, extras=extras)
 
     @property
     def keys(self) -> list:
@@ -598,10 +597,10 @@ class _PoolStreams:
             self.pool.add(key)
             self.pool.set_state(key, state)
 
-    def save(self, path, monitors: dict | None = None) -> None:
+    def save(self, path, extras: dict | None = None) -> None:
         from .state_file import save_pool_state
 
-        save_pool_state(path, {k: self.pool.state(k) for k in self.pool.keys}, self.sha256, monitors=monitors)
+        save_pool_state(path, {k: self.pool.state(k) for k in self.pool.keys}, self.sha256, extras=extras)
 
     @property
     def keys(self) -> list:
@@ -802,10 +801,10 @@ def run_stream(
 
     watch = StreamWatch(md, config.monitor_options, config.anomaly, config.gaps, config.max_fill, alerts, report,
                         source_name, warn)
-    if resumed and watch.options is not None:
-        from .state_file import load_monitor_state
+    if resumed and watch.saves_anything:
+        from .state_file import load_extras
 
-        watch.restore(load_monitor_state(config.state_path, runner.model_sha256))
+        watch.restore(load_extras(config.state_path, runner.model_sha256))
 
     try:
         lines = read_lines(source)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from datetime import datetime, timezone
 from collections.abc import Callable
 from typing import TextIO
 
@@ -20,7 +21,8 @@ import numpy as np
 from .errors import BadInputError
 from .monitor import ForecastMonitor, MonitorOptions, Observation, monitor_for
 from .options import GapPolicy
-from .timecol import GapKind, GapTracker, Sampling
+from .state_file import MONITOR_PREFIX
+from .timecol import GapKind, GapTracker, Sampling, TimeKind
 
 # A gap longer than this many missing rows is not filled (stepping the model that long on its own forecasts says
 # nothing about the next real row): the stream is reset instead, as with --gaps reset.
@@ -125,24 +127,57 @@ class StreamWatch:
 
     # -- the state file -------------------------------------------------------------------------------------------
 
+    @property
+    def saves_anything(self) -> bool:
+        """Whether the state file carries this watch's state: a monitor, or a gap tracker (a model with sampling)."""
+        return self.options is not None or self.sampling is not None
+
     def export(self, keys) -> dict | None:
-        """Every stream's monitor state for the state file (``{key: arrays}``), or None without a monitor. A stream
-        loaded but not stepped yet gets its monitor now, so every key is saved with one."""
-        if self.options is None:
+        """Every stream's monitor and gap tracker for the state file (``{key: {name: array}}``), or None when there
+        is neither. A stream loaded but not stepped yet gets its monitor now, so every key is saved with one."""
+        if not self.saves_anything:
             return None
-        return {key: self._monitor(key).export() for key in keys}
+        out = {}
+        for key in keys:
+            arrays = {}
+            if self.options is not None:
+                arrays.update({MONITOR_PREFIX + n: a for n, a in self._monitor(key).export().items()})
+            if self.sampling is not None:
+                arrays.update(self._export_gaps(key))
+            out[key] = arrays
+        return out
+
+    def _export_gaps(self, key) -> dict:
+        """The gap tracker's last time and the last row and forecast a gap is filled from (zeros with a 0 flag
+        when unknown: a state file holds no NaN)."""
+        md = self.md
+        tracker = self.trackers.get(key)
+        last = None if tracker is None else tracker.last
+        base = self.last.get(key)
+        return {
+            "gaps.time": np.array([0.0 if last is None else last, 0.0 if last is None else 1.0]),
+            "gaps.row": np.zeros(len(md.features)) if base is None else np.asarray(base[0], np.float64).ravel(),
+            "gaps.forecast": (np.zeros(md.horizon * len(md.targets)) if base is None
+                              else np.asarray(base[1], np.float64).ravel()),
+            "gaps.has_row": np.array([0.0 if base is None else 1.0]),
+        }
 
     def restore(self, saved: dict) -> None:
-        """Take back the monitor states a state file held (``load_monitor_state``). A stream whose saved monitor
-        does not fit (other levels, or none saved) starts from the calibration, and says so once."""
+        """Take back what a state file held (``load_extras``): each stream's monitor and gap tracker, so a restart
+        goes on scoring, adapting and checking gaps where it stopped. A stream whose saved monitor does not fit
+        (other levels, or none saved) starts from the calibration, and says so once."""
+        if self.sampling is not None:
+            for key, arrays in saved.items():
+                self._restore_gaps(key, arrays)
         if self.options is None:
             return
         fitted = 0
         for key, arrays in saved.items():
-            if self._monitor(key).restore(arrays):
+            monitor = {n[len(MONITOR_PREFIX):]: a for n, a in arrays.items() if n.startswith(MONITOR_PREFIX)}
+            if monitor and self._monitor(key).restore(monitor):
                 fitted += 1
             else:
-                self.monitors.pop(key)
+                self.monitors.pop(key, None)
         if fitted < len(saved) or not saved:
             self._warn(
                 "the state file holds no monitor state for these options (saved without --intervals/--anomaly, or "
@@ -150,6 +185,30 @@ class StreamWatch:
                 if fitted == 0 else f"{len(saved) - fitted} streams' monitor states do not fit these options: they "
                                     f"start from the model's calibration"
             )
+
+    def _restore_gaps(self, key, arrays: dict) -> None:
+        md = self.md
+        shapes = {"gaps.time": (2,), "gaps.row": (len(md.features),),
+                  "gaps.forecast": (md.horizon * len(md.targets),), "gaps.has_row": (1,)}
+        if any(n not in arrays or np.shape(arrays[n]) != shape for n, shape in shapes.items()):
+            return  # saved without a time column, or by another model layout: gaps are checked from the next row
+        value, known = (float(v) for v in arrays["gaps.time"])
+        if known > 0.5:
+            tracker = self.trackers[key] = GapTracker(self.sampling, column=md.time_column or "time")
+            tracker.restore(value)
+            self.last_time[key] = self._show_time(value)
+        if float(arrays["gaps.has_row"][0]) > 0.5:
+            self.last[key] = (np.asarray(arrays["gaps.row"], np.float64),
+                              np.asarray(arrays["gaps.forecast"], np.float64).reshape(md.horizon, len(md.targets)))
+
+    def _show_time(self, value: float) -> str:
+        """A restored time, for messages (the cell's text was not saved)."""
+        if self.sampling.kind is TimeKind.DATETIME:
+            try:
+                return datetime.fromtimestamp(value, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+            except (OverflowError, OSError, ValueError):
+                pass
+        return format(value, "g")
 
     # -- the row loop ----------------------------------------------------------------------------------------------
 

@@ -542,3 +542,25 @@ def test_a_state_saved_with_other_levels_starts_the_monitor_afresh_and_says_so(t
         "statelite: the state file holds no monitor state for these options (saved without --intervals/--anomaly, "
         "or with other --intervals levels): intervals and scores start from the model's calibration"
     )
+
+
+@pytest.mark.parametrize("monitored", [False, True], ids=["plain", "monitored"])
+def test_a_gap_across_a_restart_is_filled(tmp_path, monitored):
+    """A power cut: the run stops after row 29 and starts again at row 33. The state file keeps the last time and
+    the last row and forecast, so the first row after the restart finds the 3 missing weeks and fills them, as one
+    run over the same rows does."""
+    path = model("gru_float32.tflite")
+    xs = golden_x()
+    opts = ["--intervals", "0.9", "--anomaly"] if monitored else []
+    state = tmp_path / "state.npz"
+    first = run(path, csv_text(xs[:30], DATES[:30]), "--state", str(state), *opts)
+    second = run(path, csv_text(xs[33:60], DATES[33:60]), "--state", str(state), *opts)
+    assert first.exit_code == second.exit_code == 0, second.output
+    assert stderr_lines(second)[0] == (
+        f"stdin line 2: gap: 3 missing rows between 1995-12-30 00:00:00 and {DATES[33]} (every 7 days); filled with "
+        f"the model's own forecasts (gap 1)."
+    )
+    whole = run(path, gap_text(xs), *opts)
+    split = np.concatenate([_monitored(first), _monitored(second)])
+    assert (split == _monitored(whole)).all()
+    np.testing.assert_allclose(column(*table(second.stdout), HORIZON), filled_forecasts(path, xs)[30:], rtol=1e-6)
