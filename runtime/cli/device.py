@@ -130,7 +130,8 @@ def _refuse_overwrites(model: str, input_path: str, output_path: str, state_path
 )
 @click.option(
     "--substitute", is_flag=True,
-    help="Feed the model its own forecast instead of a row flagged anomalous (at most --horizon rows in a row).",
+    help="Feed the model its own forecast instead of a row flagged anomalous (at most the model's horizon of "
+    "rows in a row).",
 )
 @click.option("--alerts", "alerts_path", metavar="FILE", help="Append one JSON line per anomaly event to FILE.")
 @click.option(
@@ -175,6 +176,13 @@ def run(model, input_path, output_path, state_path, save_every, reset_every, no_
 
     The input may be comma, semicolon or tab separated (found from its first line, or --delimiter); the output is
     comma-separated CSV, with a time value holding a comma or a quote quoted.
+
+    --intervals and --anomaly use the residual calibration the model carries (models converted from a run folder
+    by this statelite): interval columns adapt online to the errors observed, the score is -log10 of the row's
+    p-value against the forecasts made for it, and consecutive anomalous rows form one event (--alerts). With a time
+    column and a model that records its sampling, each gap is reported with its rows and filled, reset or ignored
+    (--gaps); times going backwards or repeated are reported. With --state the monitor and the gap tracker are saved
+    with the state, so a restart goes on where it stopped.
     """
     from ..state_file import hold_state_lock
     from ..stream import StreamConfig
