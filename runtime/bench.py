@@ -22,6 +22,7 @@ import numpy as np
 
 from .errors import BadInputError
 from .metadata import read_metadata
+from .monitor import target_columns
 from .pool import StreamPool
 from .ranges import RangeReport
 from .runner import StatefulRunner
@@ -271,7 +272,7 @@ def bench(
     ranges = RangeReport.combine(g.range_report for g in guarded)
     us = ns / 1000.0
     monitored = None
-    if mode == MODE_RUNNER and md.residuals is not None and set(md.targets) <= set(md.features):
+    if mode == MODE_RUNNER and md.residuals is not None and target_columns(md) is not None:
         watched = StatefulRunner(model_path, backend=backend, num_threads=threads).monitor()
         monitored = _time(watched.step, args, warmup) / 1000.0
     return BenchReport(

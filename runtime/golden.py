@@ -70,11 +70,11 @@ def monitor_trace(metadata, x: np.ndarray, y: np.ndarray, levels=None) -> dict |
         ``{"levels", "lower", "upper", "score"}``, or None when the model has no residual calibration or its
         targets are not among its features.
     """
-    if metadata.residuals is None or not set(metadata.targets) <= set(metadata.features):
-        return None
-    from .monitor import MonitorOptions, replay
+    from .monitor import MonitorOptions, replay, target_columns
 
-    tidx = [list(metadata.features).index(t) for t in metadata.targets]
+    tidx = target_columns(metadata)
+    if metadata.residuals is None or tidx is None:
+        return None
     options = MonitorOptions() if levels is None else MonitorOptions(levels=tuple(float(v) for v in levels))
     out = replay(metadata.residuals, y, np.asarray(x, np.float64)[:, tidx], options, metadata.warmup_steps)
     return {"levels": np.asarray(options.levels), "lower": out["lower"], "upper": out["upper"], "score": out["score"]}

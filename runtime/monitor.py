@@ -615,6 +615,34 @@ def coverage(lower: np.ndarray, upper: np.ndarray, actual: np.ndarray) -> np.nda
     return np.where(count > 0, hits / np.maximum(count, 1), np.nan)
 
 
+def target_columns(metadata) -> list[int] | None:
+    """Each target's column among the model's features, or None when a target is not a feature: a row then holds
+    no value to score its forecasts against, and nothing to substitute or fill."""
+    features = list(metadata.features)
+    return [features.index(t) for t in metadata.targets] if set(metadata.targets) <= set(features) else None
+
+
+def fill_forward(row, forecast, target_index, steps: int, step: Callable, advance: Callable | None = None):
+    """Step a model over ``steps`` missing rows on its own forecasts: each row is ``row`` with the targets' columns
+    set to the latest one-step forecast (the other features keep their values).
+
+    Args:
+        row, forecast: the last row fed and the ``(horizon, targets)`` forecast made from it.
+        step: ``step(row) -> forecast`` of the model (its errors propagate: the rows stepped so far stay stepped).
+        advance: called with each forecast (a monitor keeps it for the rows to come).
+
+    Returns:
+        The last row stepped and its forecast.
+    """
+    for _ in range(steps):
+        row = np.array(row, dtype=np.float64, copy=True)
+        row[target_index] = np.asarray(forecast)[0]
+        forecast = step(row)
+        if advance is not None:
+            advance(forecast)
+    return row, forecast
+
+
 class StreamMonitor:
     """One stream's model and its ``ForecastMonitor``, stepped together: score the row, step the model on what the
     monitor says to feed it, attach the intervals to the forecast.
@@ -654,18 +682,12 @@ class StreamMonitor:
             The rows filled: 0 when there is no forecast to fill with yet (warm-up, a reset) or a target is not
             a feature.
         """
-        done = 0
-        tidx = self.monitor._tidx
-        while done < steps and self._last is not None and tidx is not None:
-            guess = self.monitor.one_step()
-            if guess is None:
-                break
-            x = np.array(self._last, dtype=np.float64, copy=True)
-            x[tidx] = guess
-            self.monitor.advance(self._step_model(x))
-            self._last = x
-            done += 1
-        return done
+        guess = self.monitor.one_step()
+        if steps <= 0 or self._last is None or self.monitor._tidx is None or guess is None:
+            return 0
+        self._last, _ = fill_forward(self._last, guess[None], self.monitor._tidx, steps, self._step_model,
+                                     self.monitor.advance)
+        return steps
 
     def reset(self) -> Event | None:
         """Zero the model's state and restart the monitor (warm-up again); returns the event this closed, if any."""
@@ -689,6 +711,5 @@ def monitor_for(metadata, options: MonitorOptions | None = None) -> ForecastMoni
             f"received format version {metadata.format_version} without one. Convert the model from its run folder "
             "with this statelite ('statelite train' then 'statelite convert RUN_DIR')."
         )
-    features = list(metadata.features)
-    tidx = [features.index(t) for t in metadata.targets] if set(metadata.targets) <= set(features) else None
-    return ForecastMonitor(metadata.residuals, tidx, options or MonitorOptions(), metadata.warmup_steps)
+    return ForecastMonitor(metadata.residuals, target_columns(metadata), options or MonitorOptions(),
+                           metadata.warmup_steps)

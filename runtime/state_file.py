@@ -670,7 +670,7 @@ def _read(path, model_sha256: str) -> tuple[dict, dict[str, np.ndarray]]:
     return header, {name: arrays[name] for name in names}
 
 
-def _without_monitor(arrays: dict) -> dict:
+def _without_extras(arrays: dict) -> dict:
     return {n: a for n, a in arrays.items() if not n.startswith(EXTRA_PREFIXES)}
 
 
@@ -722,7 +722,7 @@ def load_state(path, model_sha256: str, shapes: dict) -> dict[str, np.ndarray]:
             holding NaN or inf; saved by another model; other names or shapes; a pool file (many streams).
     """
     header, arrays = _read(path, model_sha256)
-    arrays = _without_monitor(arrays)
+    arrays = _without_extras(arrays)
     if "keys" in header:
         n = len(header["keys"]) if isinstance(header["keys"], list) else "several"
         raise StateFileError(
@@ -752,7 +752,7 @@ def load_pool_state(path, model_sha256: str, shapes: dict) -> dict[Hashable, dic
             holding NaN or inf; saved by another model; other names or shapes; a single-stream file.
     """
     header, arrays = _read(path, model_sha256)
-    arrays = _without_monitor(arrays)
+    arrays = _without_extras(arrays)
     if "keys" not in header:
         raise StateFileError(
             f"{path} holds one stream's state (saved without --stream-key); expected the states of many streams "

@@ -854,7 +854,7 @@ def run_stream(
                     continue
                 streams.add(key)
             if config.reset_every is not None and since_reset.get(key, 0) == config.reset_every:
-                watch.reset(key, line, lambda: streams.reset(key))
+                watch.reset(key, lambda: streams.reset(key))
                 since_reset[key] = 0
             try:
                 fed, obs = watch.before(

@@ -19,7 +19,7 @@ from typing import TextIO
 import numpy as np
 
 from .errors import BadInputError
-from .monitor import ForecastMonitor, MonitorOptions, Observation, monitor_for
+from .monitor import ForecastMonitor, MonitorOptions, Observation, fill_forward, monitor_for, target_columns
 from .options import GapPolicy
 from .state_file import MONITOR_PREFIX
 from .timecol import GapKind, GapTracker, Sampling, TimeKind
@@ -86,13 +86,12 @@ class StreamWatch:
         self._report = report
         self._warn = warn or (lambda message: report(message, 1))
         self.source_name = source_name
-        features = list(md.features)
-        self.tidx = [features.index(t) for t in md.targets] if set(md.targets) <= set(features) else None
+        self.tidx = target_columns(md)
         if options is not None:
             monitor_for(md, options)  # refuse now, before any row, when the model has no calibration
             if self.tidx is None:
                 raise BadInputError(
-                    f"expected the model's targets {list(md.targets)} among its features {features} to score rows "
+                    f"expected the model's targets {list(md.targets)} among its features {list(md.features)} to score rows "
                     f"and adapt intervals (each row must hold the value the forecasts are compared with); received a "
                     f"model whose targets are not inputs. Run it without --intervals/--anomaly/--substitute."
                 )
@@ -297,7 +296,7 @@ class StreamWatch:
         else:
             why = "" if self.policy is GapPolicy.RESET else (
                 f" (longer than --max-fill {self.max_fill})" if missing > self.max_fill else " (nothing to fill from)")
-            self.reset(key, line - 1, reset)
+            self.reset(key, reset)
             action = f"state reset{why}; forecasts warm up again"
         self._report(f"{where}: gap: {between}; {action} (gap {self.counts['gaps']}).", self.counts["gaps"])
 
@@ -305,18 +304,11 @@ class StreamWatch:
         last = self.last.get(key)
         if last is None or self.tidx is None:
             return False
-        x, y = last
         mon = self.monitors.get(key)
-        for _ in range(missing):
-            x = np.array(x, dtype=np.float64, copy=True)
-            x[self.tidx] = np.asarray(y)[0]  # the one-step forecast of each target
-            try:
-                y = step(x)
-            except BadInputError:  # the model's own forecast left its input range: stop, the row resets nothing
-                return False
-            if mon is not None:
-                mon.advance(y)
-        self.last[key] = (x, y)
+        try:
+            self.last[key] = fill_forward(*last, self.tidx, missing, step, None if mon is None else mon.advance)
+        except BadInputError:  # the model's own forecast left its input range: stop; the gap then resets
+            return False
         return True
 
     def after(self, key, fed: np.ndarray, y: np.ndarray, obs: Observation | None, line: int,
@@ -348,7 +340,7 @@ class StreamWatch:
             cells += ["" if math.isnan(obs.score) else round(obs.score, 3), int(obs.anomaly)]
         return cells
 
-    def reset(self, key, line: int, reset: Callable) -> None:
+    def reset(self, key, reset: Callable) -> None:
         """Zero the key's state and restart its monitor (warm-up again); an open event ends."""
         reset()
         self._close(key)

@@ -170,6 +170,7 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
 
     test = evaluate(model, series, test_x, b, config, tscaler)
     monitoring = residual_monitoring(model, series, (a, b), config, fscaler, tscaler)
+    sampling = _sampling(series)
     test["coverage"] = monitoring.pop("coverage")
     test["anomaly_rate"] = monitoring.pop("anomaly_rate")
     metrics = {
@@ -204,7 +205,7 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
 
     run = _run_json(config, series, fscaler, tscaler, (a, b), metrics, tf.__version__, keras.__version__)
     run["residuals"] = monitoring["residuals"]
-    run["sampling"] = monitoring["sampling"]
+    run["sampling"] = sampling
     run["diagnostics"] = diagnostics
     seconds = time.perf_counter() - started  # everything but writing run.json itself
     run["timing"] = {"fit_seconds": round(fit_seconds, 3), "total_seconds": round(seconds, 3)}
@@ -269,14 +270,13 @@ def residual_monitoring(model, series: D.Series, split: tuple[int, int], config:
     (``statelite.monitor.replay``), whose intervals adapt online, to measure coverage at 80, 90 and 95%.
 
     Returns:
-        ``{"residuals": calibration dict, "sampling": dict or None, "coverage": {"adaptive": {level: share},
-        "calibrated": {level: share}}, "anomaly_rate": share of test rows flagged at the default threshold}``.
+        ``{"residuals": calibration dict, "coverage": {"adaptive": {level: share}, "calibrated": {level: share}},
+        "anomaly_rate": share of test rows flagged at the default threshold}``.
 
     Raises:
         BadInputError: the validation split gives no residual (shorter than the horizon).
     """
     from statelite import monitor as M
-    from statelite.timecol import estimate_sampling
 
     a, b = split
     n, horizon, window = series.rows, config.horizon, config.window
@@ -307,14 +307,21 @@ def residual_monitoring(model, series: D.Series, split: tuple[int, int], config:
         if adapt:
             scored = np.isfinite(replayed["score"])
             rate = float(replayed["anomaly"][scored].mean()) if scored.any() else math.nan
-    sampling = None
-    if series.time is not None:
-        try:
-            found = estimate_sampling([str(v) for v in series.time], column=series.time_column or "time")
-        except BadInputError:  # labels, not times: kept for the plots; the device then checks no gaps
-            found = None
-        sampling = found.to_dict() if found is not None else None
-    return {"residuals": calibration.to_dict(), "sampling": sampling, "coverage": coverage, "anomaly_rate": rate}
+    return {"residuals": calibration.to_dict(), "coverage": coverage, "anomaly_rate": rate}
+
+
+def _sampling(series: D.Series) -> dict | None:
+    """The time column's sampling (``statelite.timecol.Sampling`` as a dict), what the device judges gaps against;
+    None without a time column, or when it holds labels rather than times (kept for the plots; no gap checks)."""
+    if series.time is None:
+        return None
+    from statelite.timecol import estimate_sampling
+
+    try:
+        found = estimate_sampling([str(v) for v in series.time], column=series.time_column or "time")
+    except BadInputError:
+        return None
+    return found.to_dict() if found is not None else None
 
 
 # Thresholds of ``diagnose``.
