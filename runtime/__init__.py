@@ -18,8 +18,9 @@ from .errors import (
     NonFiniteStepError,
     StateFileError,
     StateliteError,
+    UnseenKeyWarning,
 )
-from .metadata import ModelMetadata, read_metadata
+from .metadata import ModelMetadata, Panel, read_metadata
 from .pool import StreamPool
 from .ranges import RangeKind, RangeReport
 from .runner import StatefulRunner
@@ -33,12 +34,14 @@ __all__ = [
     "ModelFormatError",
     "ModelMetadata",
     "NonFiniteStepError",
+    "Panel",
     "RangeKind",
     "RangeReport",
     "StateFileError",
     "StatefulRunner",
     "StreamPool",
     "StateliteError",
+    "UnseenKeyWarning",
     "__version__",
     "read_metadata",
 ]

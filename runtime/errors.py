@@ -55,5 +55,10 @@ class InterpreterNotFoundError(StateliteError, ImportError):
     """No TFLite interpreter is installed (or the one asked for is missing)."""
 
 
+class UnseenKeyWarning(UserWarning):
+    """A panel model was given a stream whose key was not among its training series: it runs with the model's
+    global scaler, and its forecasts may be less accurate than a training series'. Issued once per key."""
+
+
 class CheckFailed(StateliteError):
     """A check ran and its result is outside tolerance (parity at conversion, verify on device)."""

@@ -11,6 +11,8 @@ import dataclasses
 import json
 import math
 import os
+import types
+from collections.abc import Mapping
 
 from .errors import IncompatibleModelError, ModelFormatError
 from .files import read_bounded
@@ -21,7 +23,13 @@ from .tflite_file import TFLiteFile, read_tflite
 METADATA_NAME = "statelite"
 # 2: adds ``residuals`` (the validation split's residual calibration: intervals and anomaly scores) and ``sampling``
 # (the training time column's period: gap detection). Version 1 files load, without those two.
-FORMAT_VERSION = 2
+# 3: adds ``calendar`` (sin/cos inputs from the time column) and ``panel`` (one scaler per training series, by key).
+# A file is written with the lowest version that holds it (``ModelMetadata.format_version`` left None): a model
+# without either field stays version 2, so devices with an older statelite keep loading it.
+FORMAT_VERSION = 3
+PLAIN_FORMAT_VERSION = 2
+RESIDUAL_UNITS = ("target_scale",)
+MAX_KEY_CHARS = 256  # a stream key's length limit (run --stream-key): every training key can be served
 CHUNK_SIGNATURE_KEY = "step_chunk"  # sorts after "step", so the step signature stays the primary subgraph
 # The largest model file read: statelite's models are kilobytes to a few megabytes; a bigger "model" is the wrong
 # file (or /dev/zero), and reading it whole would exhaust a small device's memory.
@@ -225,6 +233,86 @@ class Scaler:
 
 
 @dataclasses.dataclass(frozen=True)
+class Panel:
+    """A model trained on many series (metadata ``panel``): each series' own scaler, by its key.
+
+    Attributes:
+        key_column: the column that named the series in training (``run --stream-key``'s default).
+        scalers: ``{key: Scaler}``, read-only; every one of the global scaler's kind. A key not here gets the global
+            scaler (``ModelMetadata.scaler``).
+        residual_units: what the residual calibration is measured in: ``target_scale`` (each key's target scale, so
+            a series' intervals are the calibration times its own scale).
+    """
+
+    key_column: str
+    scalers: Mapping[str, Scaler]
+    residual_units: str = "target_scale"
+
+    def __post_init__(self):
+        object.__setattr__(self, "scalers", types.MappingProxyType(dict(self.scalers)))
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Panel):
+            return NotImplemented
+        return (self.key_column, dict(self.scalers), self.residual_units) == (
+            other.key_column, dict(other.scalers), other.residual_units)
+
+    __hash__ = None
+
+    def to_dict(self) -> dict:
+        return {
+            "key_column": self.key_column,
+            "scalers": {
+                k: {f: list(getattr(s, f)) for f in ("feature_offset", "feature_scale", "target_offset", "target_scale")}
+                for k, s in self.scalers.items()
+            },
+            "residual_units": self.residual_units,
+        }
+
+    @classmethod
+    def from_dict(cls, d, kind: str) -> Panel | None:
+        """The ``panel`` entry, its scalers of the global scaler's ``kind`` (None when absent)."""
+        if d is None:
+            return None
+        d = _dict(d, "panel")
+        key_column = _str(d["key_column"], "panel key_column")
+        if not key_column:
+            raise _Bad("panel key_column must be a non-empty string; received ''")
+        units = _str(d.get("residual_units", "target_scale"), "panel residual_units")
+        if units not in RESIDUAL_UNITS:
+            raise _Bad(f"panel residual_units must be one of {', '.join(RESIDUAL_UNITS)}; received {units!r:.40}")
+        raw = _dict(d["scalers"], "panel scalers")
+        if not raw:
+            raise _Bad("panel scalers must name at least one series; received {}")
+        scalers = {}
+        for key, entry in raw.items():
+            if not key or len(key) > MAX_KEY_CHARS:
+                raise _Bad(f"panel scaler keys must be 1 to {MAX_KEY_CHARS} characters; received {key!r:.60}")
+            entry = _dict(entry, f"panel scaler {key!r:.40}")
+            scalers[key] = Scaler.from_dict({"kind": kind, **{f: entry[f] for f in (
+                "feature_offset", "feature_scale", "target_offset", "target_scale")}})
+        return cls(key_column, scalers, units)
+
+
+def _check_calendar(v) -> tuple[str, ...]:
+    """The ``calendar`` entry: distinct ``CalendarFeature`` values (() when absent)."""
+    if v is None:
+        return ()
+    from .options import CalendarFeature
+
+    names = _strs(v, "calendar")
+    known = [f.value for f in CalendarFeature]
+    for name in names:
+        if name not in known:
+            raise _Bad(f"calendar features must be among {', '.join(known)}; received {name!r:.40}")
+    if len(set(names)) != len(names):
+        raise _Bad(f"calendar features must be distinct; received {list(names)}")
+    if not names:
+        raise _Bad("calendar must name at least one feature (or be null); received []")
+    return names
+
+
+@dataclasses.dataclass(frozen=True)
 class InputRange:
     """The range of each graph input column the model has seen, in raw units of what the graph is fed: the raw
     feature value, or its first difference when the model differences (``basis``).
@@ -303,11 +391,48 @@ class ModelMetadata:
     # The training time column's sampling (``statelite.timecol.Sampling`` as a dict): what gaps are judged against.
     sampling: dict | None = None
     versions: dict = dataclasses.field(default_factory=dict)
-    format_version: int = FORMAT_VERSION
+    # None: the lowest version that holds the fields used (3 with ``calendar`` or ``panel``, else 2).
+    format_version: int | None = None
     # The name of the metadata entry holding the file's content digest ("statelite_sha256"), set by the converter
     # when it seals the file: a file whose digest entry went missing (a damaged name or table) is then refused
     # instead of loading as one converted before digests. None in older files.
     content_digest: str | None = None
+    # Calendar features (``statelite.calendar``): each adds two graph inputs after the features, computed from the
+    # time column (format version 3).
+    calendar: tuple[str, ...] = ()
+    # One scaler per training series (format version 3); ``scaler`` is then the global one, for unseen keys.
+    panel: Panel | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "calendar", tuple(self.calendar or ()))
+        if self.format_version is None:
+            uses_v3 = bool(self.calendar) or self.panel is not None
+            object.__setattr__(self, "format_version", FORMAT_VERSION if uses_v3 else PLAIN_FORMAT_VERSION)
+
+    @property
+    def calendar_columns(self) -> tuple[str, ...]:
+        """The graph inputs the calendar adds after the features: ``cal_hour_sin``, ``cal_hour_cos``, ..."""
+        from .calendar import calendar_columns
+
+        return calendar_columns(self.calendar) if self.calendar else ()
+
+    @property
+    def input_width(self) -> int:
+        """The graph input row's width: the features, then two calendar columns per calendar feature."""
+        return len(self.features) + 2 * len(self.calendar)
+
+    def scaler_for(self, key: str | None) -> tuple[Scaler, bool]:
+        """The scaler of series ``key``.
+
+        Returns:
+            ``(its scaler, True)`` for a key of the training panel, else ``(the global scaler, False)`` (always so
+            for a model that is not a panel).
+        """
+        if self.panel is not None and key is not None:
+            s = self.panel.scalers.get(key)
+            if s is not None:
+                return s, True
+        return self.scaler, False
 
     def to_dict(self) -> dict:
         return {
@@ -343,6 +468,8 @@ class ModelMetadata:
             "input_range": self.input_range.to_dict() if self.input_range else None,
             "residuals": self.residuals.to_dict() if self.residuals is not None else None,
             "sampling": self.sampling,
+            **({"calendar": list(self.calendar)} if self.calendar else {}),
+            **({"panel": self.panel.to_dict()} if self.panel is not None else {}),
             **({"content_digest": self.content_digest} if self.content_digest else {}),
         }
 
@@ -391,6 +518,13 @@ class ModelMetadata:
             from .timecol import Sampling
 
             Sampling.from_dict(_dict(sampling, "sampling"))  # checked here; the stream builds its own
+        scaler = Scaler.from_dict(d["scaler"])
+        calendar = _check_calendar(d.get("calendar"))
+        panel = Panel.from_dict(d.get("panel"), scaler.kind)
+        if (calendar or panel is not None) and version < 3:
+            raise _Bad(f"calendar and panel need format_version 3 or later; received format_version {version}")
+        if calendar and time_column is None:
+            raise _Bad(f"calendar {list(calendar)} needs a time_column to compute it from; received null")
         return cls(
             signature_key=_str(d["signature_key"], "signature_key"),
             x=TensorSpec.from_dict(d["x"]),
@@ -400,7 +534,7 @@ class ModelMetadata:
             targets=_strs(d["targets"], "targets"),
             time_column=None if time_column is None else _str(time_column, "time_column"),
             horizon=_int(d["horizon"], "horizon", 1, 1 << 20),
-            scaler=Scaler.from_dict(d["scaler"]),
+            scaler=scaler,
             graph_scales_inputs=_bool(d.get("graph_scales_inputs", False), "graph_scales_inputs"),
             graph_scales_outputs=_bool(d.get("graph_scales_outputs", False), "graph_scales_outputs"),
             difference=_bool(d["difference"], "difference"),
@@ -421,6 +555,8 @@ class ModelMetadata:
             versions=dict(_dict(d.get("versions", {}), "versions")),
             format_version=version,
             content_digest=None if d.get("content_digest") is None else _str(d["content_digest"], "content_digest"),
+            calendar=calendar,
+            panel=panel,
         )
 
     @classmethod
@@ -536,8 +672,24 @@ def check_against_graph(md: ModelMetadata, info: TFLiteFile, source: str = "mode
     if md.difference and not set(md.targets) <= set(md.features):
         raise _mismatch(source, "with differencing, every target among the features",
                         f"targets {list(md.targets)}, features {list(md.features)}")
-    if md.x.shape != (b, n_f):
-        raise _mismatch(source, f"x of shape (batch {b}, {n_f} features)", f"x {md.x.shape}")
+    n_x = md.input_width
+    cal = md.calendar_columns
+    if md.x.shape != (b, n_x):
+        want = f"{n_f} features + {len(cal)} calendar columns" if cal else f"{n_f} features"
+        raise _mismatch(source, f"x of shape (batch {b}, {want})", f"x {md.x.shape}")
+    if set(cal) & set(md.features):
+        raise _mismatch(source, "calendar columns apart from the features",
+                        f"features {sorted(set(cal) & set(md.features))} named like calendar columns")
+    if (cal or md.panel is not None) and (md.graph_scales_inputs or md.graph_scales_outputs):
+        # The per-series scaler (and the unscaled calendar columns) stay on the host: folded into the weights,
+        # the graph would serve one series only.
+        raise _mismatch(source, "the scaler kept on the host (graph_scales_inputs and graph_scales_outputs false) "
+                        "for a panel or calendar model",
+                        f"graph_scales_inputs {str(md.graph_scales_inputs).lower()}, "
+                        f"graph_scales_outputs {str(md.graph_scales_outputs).lower()}")
+    if md.panel is not None and md.panel.key_column in md.features:
+        raise _mismatch(source, "the panel key column apart from the features",
+                        f"key column {md.panel.key_column!r} among the features")
     if md.y.shape != (b, md.horizon * n_t):
         raise _mismatch(source, f"y of shape (batch {b}, horizon {md.horizon} x {n_t} targets)", f"y {md.y.shape}")
     if md.residuals is not None and (md.residuals.horizon, md.residuals.targets) != (md.horizon, n_t):
@@ -548,6 +700,12 @@ def check_against_graph(md: ModelMetadata, info: TFLiteFile, source: str = "mode
                             ("target_offset", sc.target_offset, n_t), ("target_scale", sc.target_scale, n_t)):
         if len(values) != n:
             raise _mismatch(source, f"scaler {what} of {n} values", f"{len(values)}")
+    for key, ks in (md.panel.scalers.items() if md.panel is not None else ()):
+        for what, n in (("feature_offset", n_f), ("feature_scale", n_f), ("target_offset", n_t),
+                        ("target_scale", n_t)):
+            if len(getattr(ks, what)) != n:
+                raise _mismatch(source, f"panel scaler {key!r:.40} {what} of {n} values",
+                                f"{len(getattr(ks, what))}")
     r = md.input_range
     if r is not None:
         for what in ("train_min", "train_max", "clip_min", "clip_max", "level_min", "level_max"):
@@ -599,8 +757,8 @@ def check_against_graph(md: ModelMetadata, info: TFLiteFile, source: str = "mode
         if chunk is None or md.chunk_x is None or md.chunk_y is None:
             raise _mismatch(source, f"chunk {md.chunk}: a {CHUNK_SIGNATURE_KEY!r} signature and its x and y",
                             f"signatures {sorted(sigs)}")
-        if md.chunk_x.shape != (b, md.chunk, n_f) or md.chunk_y.shape != (b, md.chunk, md.horizon * n_t):
-            raise _mismatch(source, f"chunk x {(b, md.chunk, n_f)} and y {(b, md.chunk, md.horizon * n_t)}",
+        if md.chunk_x.shape != (b, md.chunk, n_x) or md.chunk_y.shape != (b, md.chunk, md.horizon * n_t):
+            raise _mismatch(source, f"chunk x {(b, md.chunk, n_x)} and y {(b, md.chunk, md.horizon * n_t)}",
                             f"x {md.chunk_x.shape} and y {md.chunk_y.shape}")
         if md.chunk_x.name != md.x.name or md.chunk_y.name != md.y.name:
             raise _mismatch(source, f"chunk x and y named {md.x.name!r}, {md.y.name!r}",

@@ -109,6 +109,22 @@ class ResidualCalibration:
             return self.quantiles[..., i] * (1 - w) + self.quantiles[..., i + 1] * w
         return self.quantiles[..., -1] + self.tail * math.log(TAIL_P / (1.0 - level))
 
+    def scaled(self, factors) -> ResidualCalibration:
+        """A copy in other units: every quantile and tail scale of target ``j`` multiplied by ``|factors[j]|``.
+
+        A panel model's calibration is in units of each series' target scale (metadata ``panel.residual_units``);
+        ``calibration.scaled(scaler.target_scale)`` gives one series' raw units.
+
+        Raises:
+            ValueError: not one finite, nonzero factor per target.
+        """
+        f = np.abs(np.asarray(factors, dtype=np.float64)).reshape(-1)
+        if f.shape != (self.targets,) or not np.isfinite(f).all() or (f == 0).any():
+            raise ValueError(
+                f"expected {self.targets} finite nonzero factors (one per target); received {str(factors)[:60]}"
+            )
+        return ResidualCalibration(self.steps, self.quantiles * f[None, :, None], self.tail * f[None, :], self.source)
+
     def to_dict(self) -> dict:
         return {
             "source": self.source,
@@ -697,8 +713,22 @@ class StreamMonitor:
         return self.monitor.close_event()
 
 
-def monitor_for(metadata, options: MonitorOptions | None = None) -> ForecastMonitor:
+def calibration_for(metadata, key: str | None = None) -> ResidualCalibration | None:
+    """The residual calibration of one stream in raw units: the model's own, or for a panel model its calibration
+    times the target scale of ``key``'s scaler (the global scaler's for a key not in the panel)."""
+    cal = metadata.residuals
+    if cal is None or getattr(metadata, "panel", None) is None:
+        return cal
+    return cal.scaled(metadata.scaler_for(key)[0].target_scale)
+
+
+def monitor_for(metadata, options: MonitorOptions | None = None, key: str | None = None) -> ForecastMonitor:
     """A ``ForecastMonitor`` for one stream of a model, from its metadata.
+
+    Args:
+        metadata: the model's ``ModelMetadata``.
+        options: ``MonitorOptions`` (default: a 90% interval).
+        key: the stream's series key (a panel model scales its calibration by that series' target scale).
 
     Raises:
         IncompatibleModelError: the model carries no residual calibration.
@@ -711,5 +741,5 @@ def monitor_for(metadata, options: MonitorOptions | None = None) -> ForecastMoni
             f"received format version {metadata.format_version} without one. Convert the model from its run folder "
             "with this statelite ('statelite train' then 'statelite convert RUN_DIR')."
         )
-    return ForecastMonitor(metadata.residuals, target_columns(metadata), options or MonitorOptions(),
+    return ForecastMonitor(calibration_for(metadata, key), target_columns(metadata), options or MonitorOptions(),
                            metadata.warmup_steps)

@@ -58,9 +58,12 @@ class Transform:
             self.target_index = np.array([list(features).index(t) for t in targets])
 
     @classmethod
-    def from_metadata(cls, md: ModelMetadata) -> Transform:
+    def from_metadata(cls, md: ModelMetadata, key: str | None = None) -> Transform:
+        """The transform of one stream: with the scaler of series ``key`` for a panel model (``md.scaler_for``; the
+        global scaler for a key not in the panel, or None), the model's scaler otherwise."""
+        scaler, _ = md.scaler_for(key)
         return cls(
-            md.scaler, md.difference, md.features, md.targets, md.horizon, md.graph_scales_inputs, md.graph_scales_outputs
+            scaler, md.difference, md.features, md.targets, md.horizon, md.graph_scales_inputs, md.graph_scales_outputs
         )
 
     def output_map(self) -> tuple[np.ndarray, np.ndarray]:
