@@ -67,6 +67,23 @@ class GapPolicy(str, enum.Enum):
     IGNORE = "ignore"  # report it, change nothing
 
 
+class CalendarFeature(str, enum.Enum):
+    """A known calendar covariate derived from the time column (``statelite.calendar``): two model inputs each."""
+
+    HOUR = "hour"  # the time of day
+    DOW = "dow"  # the day of the week (Monday first)
+    MONTH = "month"  # the position in the year by month and day of the month
+    DOY = "doy"  # the day of the year
+
+
+class Strategy(str, enum.Enum):
+    """How ``statelite train`` spreads training (``tf.distribute``)."""
+
+    NONE = "none"  # the default strategy: one process, one device
+    MIRRORED = "mirrored"  # MirroredStrategy: every local device of this machine
+    MULTI_WORKER = "multi-worker"  # MultiWorkerMirroredStrategy: one process per worker, the cluster from TF_CONFIG
+
+
 def choices(kind: type[enum.Enum], *, exclude: tuple = ()) -> tuple[str, ...]:
     """The values of ``kind`` (less ``exclude``), in declaration order: a CLI's ``click.Choice``."""
     return tuple(m.value for m in kind if m not in exclude)

@@ -13,7 +13,8 @@ import math
 from typing import Any
 
 from statelite.errors import BadInputError
-from statelite.options import Cell, Fill, ScalerKind  # noqa: F401 (re-exported: the options of train)
+from statelite.calendar import calendar_columns, check_features
+from statelite.options import Cell, Fill, ScalerKind, Strategy  # noqa: F401 (re-exported: the options of train)
 
 BUNDLED_CO2 = "bundled:co2"
 MAX_LAYERS = 4
@@ -78,6 +79,9 @@ class TrainConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     seed: int = 0
+    series_column: str | None = None
+    calendar: tuple[str, ...] = ()
+    strategy: Strategy = Strategy.NONE
 
     @classmethod
     def co2(cls, **overrides: Any) -> TrainConfig:
@@ -119,6 +123,27 @@ class TrainConfig:
                 raise BadInputError(
                     "expected the time column to be neither a feature nor a target, "
                     f"Received: time_column={self.time_column!r}"
+                )
+        set_("strategy", _enum(Strategy, "strategy", self.strategy))
+        try:
+            set_("calendar", check_features(self.calendar))
+        except BadInputError as exc:
+            raise BadInputError(f"{exc} (--calendar)") from None
+        if self.calendar and self.time_column is None:
+            raise BadInputError(
+                "expected a time column (--time-column) to derive the calendar inputs from, Received: "
+                f"calendar={list(self.calendar)} without one"
+            )
+        clash = sorted(set(calendar_columns(self.calendar)) & set(features + targets))
+        if clash:
+            raise BadInputError(f"expected data columns not named like calendar inputs, Received: {clash}")
+        if self.series_column is not None:
+            if not isinstance(self.series_column, str) or not self.series_column.strip():
+                raise BadInputError(f"expected a column name, Received: series_column={self.series_column!r}")
+            if self.series_column in features + targets + ((self.time_column,) if self.time_column else ()):
+                raise BadInputError(
+                    "expected the series column to be neither a feature, a target nor the time column, "
+                    f"Received: series_column={self.series_column!r}"
                 )
         if self.difference:
             missing = [t for t in targets if t not in features]

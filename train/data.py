@@ -171,21 +171,7 @@ def load_series(
             f"expected columns of the CSV, Received: unknown column(s) {', '.join(map(repr, unknown))}; "
             "available columns: " + ", ".join(table.columns)
         )
-    fill = Fill(fill)
-    columns = {}
-    for name in names:
-        raw = parse_numbers(table, name)
-        missing = np.flatnonzero(np.isnan(raw))
-        if missing.size == raw.size:
-            raise BadInputError(f"expected numbers in column {name!r}, Received: every cell is empty")
-        if missing.size and fill is Fill.NONE:
-            shown = ", ".join(str(table.lines[i]) for i in missing[:_SHOW])
-            more = ", ..." if missing.size > _SHOW else ""
-            raise BadInputError(
-                f"expected no missing values in column {name!r}, Received: {missing.size} empty cell(s) at CSV "
-                f"line(s) {shown}{more}; pass --fill interpolate or --fill ffill"
-            )
-        columns[name] = fill_missing(raw, fill)
+    columns = {name: check_and_fill(parse_numbers(table, name), name, fill, lines=table.lines) for name in names}
     time = np.asarray(table.column(time_column), dtype=str) if time_column else None
     return Series(
         features=np.stack([columns[n] for n in features], axis=1),
@@ -196,6 +182,32 @@ def load_series(
         time_column=time_column,
         source=BUNDLED_CO2 if data is None else str(data),
     )
+
+
+def check_and_fill(raw: np.ndarray, name: str, fill: Fill | str, where: str = "", lines=None) -> np.ndarray:
+    """A numeric column with its missing values (NaN) filled, or an error naming them.
+
+    Args:
+        where: what holds the column, for the message (a file, a series key); ``lines``: each row's CSV line.
+
+    Raises:
+        BadInputError: every value is missing, or some are and ``fill`` is ``none``.
+    """
+    fill = Fill(fill)
+    missing = np.flatnonzero(np.isnan(raw))
+    at = f" of {where}" if where else ""
+    if missing.size == raw.size:
+        raise BadInputError(f"expected numbers in column {name!r}{at}, Received: every cell is empty")
+    if missing.size and fill is Fill.NONE:
+        rows = [lines[i] for i in missing[:_SHOW]] if lines is not None else [int(i) + 1 for i in missing[:_SHOW]]
+        shown = ", ".join(map(str, rows))
+        more = ", ..." if missing.size > _SHOW else ""
+        place = "CSV line(s)" if lines is not None else "row(s)"
+        raise BadInputError(
+            f"expected no missing values in column {name!r}{at}, Received: {missing.size} empty cell(s) at "
+            f"{place} {shown}{more}; pass --fill interpolate or --fill ffill"
+        )
+    return fill_missing(raw, fill)
 
 
 def difference(values: np.ndarray) -> np.ndarray:

@@ -24,6 +24,8 @@ import numpy as np
 from statelite.errors import BadInputError, IncompatibleModelError
 
 from . import data as D
+from . import panel as P
+from . import pipeline
 from .config import ScalerKind, TrainConfig
 
 RUN_FORMAT = "statelite-run"
@@ -79,6 +81,12 @@ class RunInfo:
     raw: dict[str, Any] = dataclasses.field(repr=False, compare=False)
     diagnostics: tuple[dict[str, Any], ...] = ()  # absent from run.json files written before they existed
     timing: dict[str, float] | None = None
+    calendar: tuple[str, ...] = ()
+    # A panel run's "panel" section of run.json (key column, each series' rows, split and scaler), else None; the
+    # other fields then describe the first series kept in series.npz, and the scaler is the global one.
+    panel: dict[str, Any] | None = None
+    # The series kept in series.npz as (key, Series): the one series of a single-series run (key None).
+    sample: tuple = ()
 
 
 def _errors(forecast: np.ndarray, actual: np.ndarray) -> dict[str, float]:
@@ -91,13 +99,16 @@ def _weighted_mse(pred: np.ndarray, target: np.ndarray, weights: np.ndarray) -> 
     return float(np.sum(per_step * weights) / max(np.sum(weights), 1.0))
 
 
-def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> TrainResult:
+def train(config: TrainConfig, *, log: Callable[[str], None] | None = None,
+          source: P.PanelSource | None = None) -> TrainResult:
     """Train a forecaster and write its run folder (``config.out``).
 
     Args:
         config: what to train; see ``TrainConfig``.
         log: called with one progress line per epoch and, at the end, one paragraph per warning about the result
             (the model no better than persistence, with its likely causes; see ``diagnose``). None: silent.
+        source: the series to train on instead of those ``config.data`` names (``statelite.train.backtest`` passes
+            each fold's cut of them).
 
     Returns:
         A ``TrainResult``; the same figures, the diagnostics and the timing are in ``run.json``.
@@ -111,46 +122,72 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
     if out.exists() and not out.is_dir():
         raise BadInputError(f"expected a folder for the run, Received: out={str(out)!r} is a file")
 
-    series = D.load_series(config.data, config.features, config.targets, config.time_column, config.fill)
-    n, window, horizon = series.rows, config.window, config.horizon
-    a, b = D.split_bounds(n, config.val_fraction, config.test_fraction, min_rows=window + horizon, window=window)
-    if config.season is not None and b + window - config.season < 0:
+    source = source if source is not None else P.open_source(config)
+    kept: dict = {}  # the series kept in series.npz: all of a single-series run, the first few of a panel
+
+    def keep(key, series: D.Series, member: P.Member) -> None:
+        if len(kept) < SAMPLE_SERIES and sum(s.rows for s in kept.values()) + series.rows <= SAMPLE_ROWS or not kept:
+            kept[key] = series
+
+    members, gscaler_f, gscaler_t = P.plan(source, config, keep)
+    panel = source.is_panel
+    window, horizon = config.window, config.horizon
+    if config.season is not None:
+        for m in members:
+            if m.b + window - config.season < 0:
+                where = f" in series {m.key!r}" if panel else ""
+                raise BadInputError(
+                    f"expected season <= {m.b + window} (the history before the first test position{where}), "
+                    f"Received: season={config.season}"
+                )
+
+    from . import distribute as dist
+
+    worker = dist.make_worker(config.strategy)
+    replicas = int(worker.strategy.num_replicas_in_sync)
+    if worker.distributed and config.batch_size % replicas:
         raise BadInputError(
-            f"expected season <= {b + window} (the history before the first test position), "
-            f"Received: season={config.season}"
+            f"expected --batch-size divisible by the {replicas} replicas of --strategy {config.strategy.value} (each "
+            f"takes an equal share of the global batch), Received: batch_size={config.batch_size}"
         )
-    fscaler, tscaler = D.fit_scalers(series, a, config.scaler, config.difference)
-
-    def stream(start: int, end: int):
-        x = D.model_inputs(series.features[start:end], fscaler, config.difference).astype(np.float32)
-        y, valid = D.model_targets(series.targets[start:end], tscaler, horizon, config.difference)
-        return x, y.astype(np.float32), valid
-
-    train_x, train_y, train_valid = stream(0, a)
-    val_x, val_y, val_valid = stream(a, b)
-    test_x, _, _ = stream(b, n)
-    val_batch = D.chunk_batch(val_x, val_y, val_valid, D.chunk_starts(len(val_x), window), window, config.burn_in)
+    val_batch = P.validation_chunks(source, members, config)
+    n_inputs = len(config.features) + 2 * len(config.calendar)
+    n_outputs = horizon * len(config.targets)
 
     import keras
     import tensorflow as tf
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(config.seed)
-    tf.config.experimental.enable_op_determinism()
-    model = _compiled_model(config, len(config.features), horizon * len(config.targets))
+    if not worker.distributed:
+        tf.config.experimental.enable_op_determinism()
+    with worker.strategy.scope():
+        model = _compiled_model(config, n_inputs, n_outputs)
+        step = None
+        if worker.distributed:
+            model.optimizer.build(model.trainable_variables)
+            step = dist.train_step(worker, model, model.optimizer)
 
-    rng = np.random.default_rng(config.seed)
-    train_chunks = len(D.chunk_starts(len(train_x), window))
+    mine = P.shard(members, worker.index, worker.count)
+    rng = np.random.default_rng(config.seed if worker.count == 1 else [config.seed, worker.index])
+    train_chunks = P.chunk_count(members, window)
+    steps = math.ceil(train_chunks / config.batch_size) if worker.count > 1 else None
+    local_batch = config.batch_size // worker.count
     fit_started = time.perf_counter()
     history: list[dict[str, float]] = []
     best_loss, best_weights, best_epoch, waited = math.inf, model.get_weights(), 0, 0
+    windows_seen = 0
     for epoch in range(1, config.epochs + 1):
         tick = time.perf_counter()
-        starts = D.chunk_starts(len(train_x), window, rng)
-        x, y, w = D.chunk_batch(train_x, train_y, train_valid, starts, window, config.burn_in)
-        fit = model.fit(x, y, sample_weight=w, batch_size=config.batch_size, epochs=1, shuffle=False, verbose=0)
-        loss = float(fit.history["loss"][0])
-        val_pred = model.predict(val_batch[0], batch_size=256, verbose=0)
+        dataset = pipeline.training_dataset(source, mine, config, rng, local_batch, n_inputs, n_outputs, steps)
+        if step is None:
+            fit = model.fit(dataset, epochs=1, shuffle=False, verbose=0)
+            loss = float(fit.history["loss"][0])
+        else:
+            losses = [float(step(*batch)) for batch in dist.distribute(worker, dataset)]
+            loss = float(np.mean(losses)) if losses else math.nan
+        windows_seen += train_chunks
+        val_pred = _predict(model, val_batch[0], worker.distributed)
         val_loss = _weighted_mse(val_pred, val_batch[1], val_batch[2])
         history.append({"epoch": epoch, "loss": loss, "val_loss": val_loss})
         improved = val_loss < best_loss
@@ -158,7 +195,7 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
             best_loss, best_weights, best_epoch, waited = val_loss, model.get_weights(), epoch, 0
         else:
             waited += 1
-        if log is not None:
+        if log is not None and worker.chief:
             log(
                 f"epoch {epoch:3d}/{config.epochs}  loss {loss:.4f}  val_loss {val_loss:.4f}  "
                 f"{time.perf_counter() - tick:4.1f}s{'  *' if improved else ''}"
@@ -167,10 +204,26 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
             break
     model.set_weights(best_weights)
     fit_seconds = time.perf_counter() - fit_started
+    throughput = {
+        "windows": windows_seen,
+        "windows_per_second": round(windows_seen / fit_seconds, 2) if fit_seconds > 0 else None,
+        "workers": worker.count,
+        "strategy": config.strategy.value,
+        "weights_sha256": dist.weights_digest(model),
+    }
+    if not worker.chief:  # the chief alone writes the run folder; the others end with the same weights
+        if log is not None:
+            log(f"worker {worker.index}/{worker.count}: done, weights sha256 {throughput['weights_sha256']}")
+        seconds = time.perf_counter() - started
+        return TrainResult(out, config, {"throughput": throughput}, tuple(history), seconds, fit_seconds, (), model)
+    if log is not None and worker.distributed:
+        log(f"worker 0/{worker.count}: weights sha256 {throughput['weights_sha256']}")
 
-    test = evaluate(model, series, test_x, b, config, tscaler)
-    monitoring = residual_monitoring(model, series, (a, b), config, fscaler, tscaler)
-    sampling = _sampling(series)
+    evaluated = [_evaluate_member(model, source, m, config, kept.get(m.key)) for m in members]
+    per_series = {str(m.key): e["test"] for m, e in zip(members, evaluated)}
+    test = evaluated[0]["test"] if not panel else pooled_metrics([e["test"] for e in evaluated])
+    monitoring = _panel_monitoring(evaluated, members, config, panel)
+    sampling = _sampling(next(iter(kept.values())))
     test["coverage"] = monitoring.pop("coverage")
     test["anomaly_rate"] = monitoring.pop("anomaly_rate")
     metrics = {
@@ -180,30 +233,52 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
         "epochs_run": len(history),
         "train_chunks": train_chunks,
         "calibration_steps": monitoring["residuals"]["steps"],
+        "throughput": throughput,
     }
-    diagnostics = diagnose(series, (a, b), config, metrics, history)
+    if panel:
+        metrics["series"] = per_series
+    first_key = next(iter(kept))
+    first = kept[first_key]
+    first_member = next(m for m in members if m.key == first_key)
+    split = (first_member.a, first_member.b)
+    diagnostics = diagnose(first if not panel else None, split, config, metrics, history)
 
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / MODEL_FILE)
     _write_history(out / HISTORY_FILE, history)
-    arrays = {"features": series.features, "targets": series.targets}
-    if series.time is not None:
-        arrays["time"] = series.time
-    np.savez(out / SERIES_FILE, **arrays)
+    _write_series(out / SERIES_FILE, kept, panel)
 
     from . import plots
 
     plots.loss_plot(out / "loss.png", history, best_epoch)
-    stream_out = model.predict(test_x[None], verbose=0)[0]
+    stream_out = evaluated[[m.key for m in members].index(first_key)]["stream_out"]
+    n, b = first.rows, first_member.b
     positions = np.arange(0, n - b - 1)
     forecast = D.decode_forecast(
-        stream_out[positions], series.targets[b + positions], tscaler, horizon, config.difference
+        stream_out[b + positions], first.targets[b + positions], first_member.tscaler, horizon, config.difference
     )[:, 0, :]
-    plots.forecast_plot(
-        out / "forecast.png", series, b + positions, forecast, first_scored=b + window - 1, title=series.source
-    )
+    title = first.source if not panel else f"{source.source} (series {first_key!r})"
+    plots.forecast_plot(out / "forecast.png", first, b + positions, forecast, first_scored=b + window - 1, title=title)
 
-    run = _run_json(config, series, fscaler, tscaler, (a, b), metrics, tf.__version__, keras.__version__)
+    run = _run_json(config, first, gscaler_f, gscaler_t, split, metrics, tf.__version__, keras.__version__)
+    if panel:
+        run["data"]["source"] = source.source
+        run["data"]["rows"] = first.rows
+        run["panel"] = {
+            "key_column": source.key_column,
+            "lazy": source.lazy,
+            "sample": [str(k) for k in kept],
+            "series": {
+                str(m.key): {
+                    "rows": m.rows,
+                    "split": {"train": [0, m.a], "val": [m.a, m.b], "test": [m.b, m.rows]},
+                    "scaler": _scaler_dict(m.fscaler, m.tscaler),
+                }
+                for m in members
+            },
+            "residual_units": "target_scale",
+        }
+    run["calendar"] = list(config.calendar)
     run["residuals"] = monitoring["residuals"]
     run["sampling"] = sampling
     run["diagnostics"] = diagnostics
@@ -214,6 +289,82 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
         for paragraph in diagnostics_text(diagnostics):
             log(paragraph)
     return TrainResult(out, config, metrics, tuple(history), seconds, fit_seconds, tuple(diagnostics), model)
+
+
+# series.npz keeps every row of a single-series run, and of a panel the first series up to these bounds: what
+# convert calibrates the integer modes on and makes its parity proof and golden trace from.
+SAMPLE_SERIES = 16
+SAMPLE_ROWS = 200_000
+
+
+def _predict(model, x: np.ndarray, distributed: bool) -> np.ndarray:
+    """The model's outputs for a batch of chunks: Keras's ``predict``, or, under a distributed strategy (where
+    ``predict`` would split the batch across workers), direct calls."""
+    if not distributed:
+        return model.predict(x, batch_size=256, verbose=0)
+    return np.concatenate([np.asarray(model(x[i:i + 256], training=False)) for i in range(0, len(x), 256)])
+
+
+def _evaluate_member(model, source: P.PanelSource, m: P.Member, config: TrainConfig, series: D.Series | None):
+    """One series' test figures and its whole-series streaming forecasts (for the intervals)."""
+    series = series if series is not None else source.load(m.key)
+    test_x, _, _ = P.model_stream(series, m, config, m.b, m.rows)
+    test = evaluate(model, series, test_x, m.b, config, m.tscaler)
+    x, _, _ = P.model_stream(series, m, config, 0, m.rows)
+    out = model.predict(x[None], verbose=0)[0]
+    positions = np.arange(m.rows - 1)
+    forecasts = D.decode_forecast(out[positions], series.targets[positions], m.tscaler, config.horizon, config.difference)
+    return {"test": test, "stream_out": out, "forecasts": forecasts, "targets": series.targets}
+
+
+def pooled_metrics(tests: list[dict]) -> dict[str, Any]:
+    """A panel's test figures over all its series: RMSE and MAE pooled over every scored value (raw units, so large
+    series weigh more), and the relative figures that weigh each series alike: the mean ratio of the streaming RMSE
+    to persistence's and to seasonal naive's, and how many series the model beats persistence on."""
+    positions = [t["positions"] for t in tests]
+    out: dict[str, Any] = {"positions": int(sum(positions)), "series": len(tests)}
+    for name in ("windowed", "streaming", "persistence", "seasonal_naive"):
+        if any(t[name] is None for t in tests):
+            out[name] = None
+            continue
+        weight = np.asarray(positions, dtype=np.float64)
+        mse = np.array([t[name]["rmse"] ** 2 for t in tests])
+        mae = np.array([t[name]["mae"] for t in tests])
+        out[name] = {"rmse": float(np.sqrt(np.sum(mse * weight) / weight.sum())),
+                     "mae": float(np.sum(mae * weight) / weight.sum())}
+    ratios = [t["streaming"]["rmse"] / t["persistence"]["rmse"] for t in tests if t["persistence"]["rmse"] > 0]
+    relative = {
+        "mean_ratio_to_persistence": float(np.mean(ratios)) if ratios else None,
+        "beats_persistence": int(sum(r < 1 for r in ratios)),
+    }
+    if out["seasonal_naive"] is not None:
+        seasonal = [t["streaming"]["rmse"] / t["seasonal_naive"]["rmse"] for t in tests if t["seasonal_naive"]["rmse"] > 0]
+        relative["mean_ratio_to_seasonal_naive"] = float(np.mean(seasonal)) if seasonal else None
+    out["relative"] = relative
+    return out
+
+
+def _scaler_dict(fscaler: D.Scaler, tscaler: D.Scaler) -> dict[str, list[float]]:
+    return {
+        "feature_offset": fscaler.offset.tolist(),
+        "feature_scale": fscaler.scale.tolist(),
+        "target_offset": tscaler.offset.tolist(),
+        "target_scale": tscaler.scale.tolist(),
+    }
+
+
+def _write_series(path: Path, kept: dict, panel: bool) -> None:
+    series = list(kept.values())
+    arrays = {
+        "features": np.concatenate([s.features for s in series]),
+        "targets": np.concatenate([s.targets for s in series]),
+    }
+    if all(s.time is not None for s in series):
+        arrays["time"] = np.concatenate([s.time for s in series])
+    if panel:
+        arrays["keys"] = np.asarray([str(k) for k in kept], dtype=str)
+        arrays["key_rows"] = np.asarray([s.rows for s in series], dtype=np.int64)
+    np.savez(path, **arrays)
 
 
 def _compiled_model(config: TrainConfig, features: int, outputs: int):
@@ -260,53 +411,66 @@ def evaluate(model, series: D.Series, test_x: np.ndarray, b: int, config: TrainC
 COVERAGE_LEVELS = (0.8, 0.9, 0.95)
 
 
-def residual_monitoring(model, series: D.Series, split: tuple[int, int], config: TrainConfig, fscaler: D.Scaler,
-                        tscaler: D.Scaler) -> dict[str, Any]:
-    """Calibrate prediction intervals and anomaly scores on the validation split; measure them on the test split.
+def _panel_monitoring(evaluated: list[dict], members: list[P.Member], config: TrainConfig, panel: bool
+                      ) -> dict[str, Any]:
+    """Calibrate prediction intervals and anomaly scores on the validation splits; measure them on the test splits.
 
-    The model streams over the whole series from a zero state, as a device does from its first row. The forecasts
+    The model streams over each whole series from a zero state, as a device does from its first row. The forecasts
     made at validation positions whose horizon ends inside the validation split give the residuals
-    (``statelite.monitor.calibrate``). The test split is then replayed through the device's own monitor
+    (``statelite.monitor.calibrate``); a panel's residuals are divided by each series' target scale first, so series
+    of any magnitude share one calibration (``residual_units: target_scale``: the device multiplies it back by the
+    stream's own scale). Each test split is then replayed through the device's own monitor
     (``statelite.monitor.replay``), whose intervals adapt online, to measure coverage at 80, 90 and 95%.
 
     Returns:
         ``{"residuals": calibration dict, "coverage": {"adaptive": {level: share}, "calibrated": {level: share}},
-        "anomaly_rate": share of test rows flagged at the default threshold}``.
+        "anomaly_rate": share of test rows flagged at the default threshold}``, the shares over all test rows.
 
     Raises:
         BadInputError: the validation split gives no residual (shorter than the horizon).
     """
     from statelite import monitor as M
 
-    a, b = split
-    n, horizon, window = series.rows, config.horizon, config.window
-    x = D.model_inputs(series.features, fscaler, config.difference).astype(np.float32)
-    out = model.predict(x[None], verbose=0)[0]
-    positions = np.arange(n - 1)
-    forecasts = D.decode_forecast(out[positions], series.targets[positions], tscaler, horizon, config.difference)
-    actual = np.full(forecasts.shape, np.nan)
-    for k in range(horizon):
-        actual[: n - k - 1, k] = series.targets[k + 1:]
-    val = np.arange(max(a, window - 1), b - 1)
-    val_actual = actual[val].copy()
-    val_actual[(val[:, None] + np.arange(1, horizon + 1)[None, :]) >= b] = np.nan  # the truth must be in the split
-    if not np.isfinite(val_actual).any():
+    horizon, window = config.horizon, config.window
+    val_forecasts, val_actuals, replays = [], [], []
+    for m, e in zip(members, evaluated):
+        forecasts, targets = e["forecasts"], e["targets"]
+        unit = m.tscaler.scale if panel else np.ones(targets.shape[1])
+        n, a, b = m.rows, m.a, m.b
+        actual = np.full(forecasts.shape, np.nan)
+        for k in range(horizon):
+            actual[: n - k - 1, k] = targets[k + 1:]
+        val = np.arange(max(a, window - 1), b - 1)
+        val_actual = actual[val].copy()
+        val_actual[(val[:, None] + np.arange(1, horizon + 1)[None, :]) >= b] = np.nan  # the truth must be in the split
+        val_forecasts.append(forecasts[val] / unit)
+        val_actuals.append(val_actual / unit)
+        rows = np.arange(b, n - 1)  # the monitor sees row b first, with the forecasts made from row b on
+        replays.append((forecasts[rows] / unit, targets[rows] / unit))
+    val_forecasts, val_actuals = np.concatenate(val_forecasts), np.concatenate(val_actuals)
+    if not np.isfinite(val_actuals).any():
+        shortest = min(m.b - m.a for m in members)
         raise BadInputError(
             f"expected a validation split longer than the horizon ({horizon}) to calibrate intervals, "
-            f"Received: {b - a} validation rows; use more data or a larger --val-fraction"
+            f"Received: {shortest} validation rows; use more data or a larger --val-fraction"
         )
-    calibration = M.calibrate(forecasts[val], val_actual)
-    # Replay from the first test row: the monitor sees row b first, with the forecasts made from row b on.
-    rows = np.arange(b, n - 1)
-    coverage = {}
+    calibration = M.calibrate(val_forecasts, val_actuals)
+    coverage, rate = {}, math.nan
     for name, adapt in (("adaptive", True), ("calibrated", False)):
         options = M.MonitorOptions(levels=COVERAGE_LEVELS, adapt=adapt)
-        replayed = M.replay(calibration, forecasts[rows], series.targets[rows], options)
-        shares = M.coverage(replayed["lower"], replayed["upper"], series.targets[rows])
-        coverage[name] = {f"{level:g}": round(float(v), 4) for level, v in zip(COVERAGE_LEVELS, shares)}
+        hits, count, flagged, scored_rows = np.zeros(len(COVERAGE_LEVELS)), 0, 0, 0
+        for forecasts, targets in replays:
+            replayed = M.replay(calibration, forecasts, targets, options)
+            shares = M.coverage(replayed["lower"], replayed["upper"], targets)
+            hits += np.asarray(shares) * len(targets)
+            count += len(targets)
+            if adapt:
+                scored = np.isfinite(replayed["score"])
+                flagged += int(replayed["anomaly"][scored].sum())
+                scored_rows += int(scored.sum())
+        coverage[name] = {f"{level:g}": round(float(v), 4) for level, v in zip(COVERAGE_LEVELS, hits / max(count, 1))}
         if adapt:
-            scored = np.isfinite(replayed["score"])
-            rate = float(replayed["anomaly"][scored].mean()) if scored.any() else math.nan
+            rate = flagged / scored_rows if scored_rows else math.nan
     return {"residuals": calibration.to_dict(), "coverage": coverage, "anomaly_rate": rate}
 
 
@@ -342,7 +506,7 @@ STALL_GAIN = 0.05
 
 
 def diagnose(
-    series: D.Series,
+    series: D.Series | None,
     split: tuple[int, int],
     config: TrainConfig,
     metrics: dict[str, Any],
@@ -376,7 +540,9 @@ def diagnose(
             "persistence_rmse": persistence_rmse,
             "ratio": ratio,
         })
-    outside = _outside_train_range(series, split, config.difference, OUTSIDE_CAUSE if worse else OUTSIDE_WARN)
+    outside = None if series is None else _outside_train_range(
+        series, split, config.difference, OUTSIDE_CAUSE if worse else OUTSIDE_WARN
+    )
     if outside is not None:
         found.append(outside)
     if worse and metrics["train_chunks"] < FEW_CHUNKS:
@@ -603,6 +769,8 @@ def load_run(run_dir: str | Path) -> tuple[RunInfo, D.Series]:
             raw=raw,
             diagnostics=tuple(raw.get("diagnostics") or ()),
             timing=raw.get("timing"),
+            calendar=tuple(raw.get("calendar") or ()),
+            panel=raw.get("panel"),
         )
     except KeyError as exc:
         raise BadInputError(f"expected key {exc.args[0]!r} in {str(run_file)!r}, Received: it is missing") from None
@@ -623,21 +791,34 @@ def load_run(run_dir: str | Path) -> tuple[RunInfo, D.Series]:
         features, targets = arrays["features"], arrays["targets"]
     except KeyError as exc:
         raise BadInputError(f"expected key {exc.args[0]!r} in {str(series_file)!r}, Received: it is missing") from None
-    shapes = {"features": (info.rows, len(info.features)), "targets": (info.rows, len(info.targets))}
+    keys = arrays.get("keys")
+    key_rows = arrays.get("key_rows")
+    if (info.panel is not None) != (keys is not None and key_rows is not None):
+        raise BadInputError(f"expected keys and key_rows in {str(series_file)!r} exactly for a panel run")
+    total = int(np.sum(key_rows)) if key_rows is not None else info.rows
+    if key_rows is not None and (len(key_rows) != len(keys) or (key_rows <= 0).any()):
+        raise BadInputError(f"expected one positive row count per key in {str(series_file)!r}")
+    shapes = {"features": (total, len(info.features)), "targets": (total, len(info.targets))}
     for key, shape in shapes.items():
         if arrays[key].shape != shape:
             raise BadInputError(
                 f"expected {key} of shape {shape} in {str(series_file)!r} (as run.json says), "
                 f"Received: {arrays[key].shape}"
             )
-    series = D.Series(
-        features=features.astype(np.float64),
-        targets=targets.astype(np.float64),
-        time=arrays.get("time"),
-        feature_names=info.features,
-        target_names=info.targets,
-        time_column=info.time_column,
-        source=info.source,
-    )
-    return info, series
+    time = arrays.get("time")
+    bounds = np.concatenate([[0], np.cumsum(key_rows)]) if key_rows is not None else np.array([0, total])
+    sample = []
+    for i, key in enumerate(keys if keys is not None else [None]):
+        lo, hi = int(bounds[i]), int(bounds[i + 1])
+        sample.append((None if key is None else str(key), D.Series(
+            features=features[lo:hi].astype(np.float64),
+            targets=targets[lo:hi].astype(np.float64),
+            time=None if time is None else time[lo:hi],
+            feature_names=info.features,
+            target_names=info.targets,
+            time_column=info.time_column,
+            source=info.source if key is None else f"{info.source}[{key}]",
+        )))
+    info = dataclasses.replace(info, sample=tuple(sample))
+    return info, sample[0][1]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from ..options import Cell, Fill, ScalerKind, choices
+from ..options import CalendarFeature, Cell, Fill, ScalerKind, Strategy, choices
 from ._common import quiet_tensorflow
 
 
@@ -17,13 +17,25 @@ def _split_columns(ctx, param, values):
 
 
 @click.command()
-@click.argument("data", required=False, type=click.Path(dir_okay=False))
+@click.argument("data", required=False)
 @click.option("--target", "targets", multiple=True, metavar="COL", help="Column to forecast; repeat for several.")
 @click.option(
     "--features", multiple=True, callback=_split_columns, metavar="COL,...",
     help="Model input columns (comma-separated or repeated). Default: the targets.",
 )
 @click.option("--time-column", metavar="COL", help="Timestamps, kept for plots and series.npz; not a model input.")
+@click.option(
+    "--series-column", metavar="COL",
+    help="Column naming the series of each row: one model learns from every series (a panel).",
+)
+@click.option(
+    "--calendar", metavar="FEATURE,...",
+    help=f"Calendar inputs from the time column, as sin/cos pairs: {', '.join(choices(CalendarFeature))}.",
+)
+@click.option(
+    "--strategy", type=click.Choice(choices(Strategy)),
+    help="tf.distribute strategy: mirrored (this machine's devices), multi-worker (TF_CONFIG).  [default: none]",
+)
 @click.option("--cell", type=click.Choice(choices(Cell)), help="Recurrent cell.  [default: gru]")
 @click.option("--units", type=int, help="Units per recurrent layer.  [default: 32]")
 @click.option("--layers", type=int, help="Stacked recurrent layers, 1-4.  [default: 1]")
@@ -47,7 +59,9 @@ def _split_columns(ctx, param, values):
 def train(data, quiet, **options):
     """Train a recurrent forecaster for streaming and write a run folder.
 
-    DATA is a CSV with a header row. Without DATA the bundled Mauna Loa weekly CO2 series is used with a preset
+    DATA is a CSV or Parquet file with a header row; with --series-column, each of its series is one member of a
+    panel. DATA may also be a folder or a glob ('data/*.parquet') of CSV or Parquet files, one series each, named
+    by the file (read one at a time, so the panel need not fit in memory). Without DATA the bundled Mauna Loa weekly CO2 series is used with a preset
     (target co2, time column date, --fill interpolate, --difference, --season 52); any option given overrides it.
 
     The run folder holds model.keras, run.json (config, scaler, split, test metrics), series.npz, history.csv,
@@ -58,6 +72,8 @@ def train(data, quiet, **options):
     from statelite.train import train as run_training
 
     given = {key: value for key, value in options.items() if value not in (None, ())}
+    if "calendar" in given:
+        given["calendar"] = tuple(part.strip() for part in given["calendar"].split(",") if part.strip())
     config = TrainConfig.co2(**given) if data is None else TrainConfig(data=data, **given)
     result = run_training(config, log=None if quiet else click.echo)
     if quiet:  # the epoch lines are progress; a warning about the result is not
@@ -67,6 +83,9 @@ def train(data, quiet, **options):
             click.echo(paragraph)
 
     m = result.metrics
+    if "test" not in m:  # a worker of a multi-worker run other than the chief: the chief writes the run folder
+        click.echo(f"worker done in {result.seconds:.1f}s; the chief (worker 0) writes the run folder")
+        return
     test = m["test"]
     names = ", ".join(config.targets)
     click.echo(
@@ -77,7 +96,16 @@ def train(data, quiet, **options):
     rows = [("windowed", test["windowed"]), ("streaming", test["streaming"]), ("persistence", test["persistence"])]
     if test["seasonal_naive"] is not None:
         rows.append(("seasonal naive", test["seasonal_naive"]))
-    click.echo(f"test split, {test['positions']} positions, raw units:")
+    if "series" in m:
+        relative = test["relative"]
+        click.echo(
+            f"panel of {test['series']} series: streaming RMSE {relative['mean_ratio_to_persistence']:.3f}x "
+            f"persistence's on average; better than persistence on {relative['beats_persistence']} of "
+            f"{test['series']} series (each series' figures in run.json metrics.series)"
+        )
+        click.echo(f"test splits, {test['positions']} positions, raw units pooled over the series:")
+    else:
+        click.echo(f"test split, {test['positions']} positions, raw units:")
     for label, figures in rows:
         click.echo(f"  {label:<15} RMSE {figures['rmse']:.4f}  MAE {figures['mae']:.4f}")
     coverage = test.get("coverage")
