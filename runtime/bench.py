@@ -177,6 +177,27 @@ def _inputs(md, shape: tuple[int, ...]) -> np.ndarray:
     return np.cumsum(xs, axis=0) if md.difference else xs  # the scaler describes differences: integrate them
 
 
+# A calendar model's synthetic rows are one sampling period apart from this wall-clock time (2024-01-01 00:00).
+BENCH_START = 1704067200.0
+
+
+def _times(md, n: int) -> np.ndarray | None:
+    """Wall-clock times of ``n`` synthetic rows for a model with calendar inputs (None for another model): one
+    training sampling period apart (an hour when the model records none)."""
+    if not md.calendar:
+        return None
+    sampling = md.sampling or {}
+    period = float(sampling.get("period", 3600.0)) if sampling.get("kind") == "datetime" else 3600.0
+    return BENCH_START + period * np.arange(n)
+
+
+def _with_times(fn, args, times):
+    """``fn(x)`` and its arguments as ``fn(x, time)`` of a calendar model (unchanged for another model)."""
+    if times is None:
+        return fn, args
+    return (lambda a: fn(a[0], a[1])), list(zip(args, times))
+
+
 def _time(fn, args, warmup: int, after_warmup=None) -> np.ndarray:
     """Call ``fn`` on each of ``args``, timing each call after the first ``warmup``; nanoseconds."""
     for a in args[:warmup]:
@@ -213,6 +234,9 @@ def bench(
             batch (None: all of them). A batch-1 model: that many ``StatefulRunner`` objects stepped round-robin
             (None: one runner, per-step timing).
 
+    A panel model's streams use a training series' scaler (the first ones; further pool lanes the global one); a
+    calendar model's rows get times one sampling period apart, and each timed step computes their calendar inputs.
+
     Returns:
         A ``BenchReport``.
 
@@ -230,6 +254,11 @@ def bench(
         raise BadInputError(f"streams must be at least 1; received streams={streams}.")
     md = read_metadata(model_path)
     n_features = len(md.features)
+    times = _times(md, warmup + steps)
+    panel_keys = list(md.panel.scalers) if md.panel is not None else []
+
+    def key_of(i: int):
+        return panel_keys[i % len(panel_keys)] if panel_keys else None
     if md.batch > 1:
         if streams is not None and streams > md.batch:
             raise BadInputError(
@@ -239,30 +268,37 @@ def bench(
         mode, n = MODE_POOL, streams or md.batch
         pool = StreamPool(model_path, backend=backend, num_threads=threads)
         runner = pool  # model size and interpreter, for the report
-        keys = list(range(n))
+        keys = [panel_keys[i] if i < len(panel_keys) else i for i in range(n)]
         for key in keys:
-            pool.add(key)
+            pool.add(key, warn=False)
         # Every stream ticks at once: StreamPool.step_all, rows in pool.keys order (StreamPool.step with a dict
         # of rows costs a few microseconds more per tick for building and reading the dicts).
-        fn, args = pool.step_all, list(_inputs(md, (warmup + steps, n, n_features)))
+        fn, args = _with_times(pool.step_all, list(_inputs(md, (warmup + steps, n, n_features))), times)
         guarded = [pool]
     elif streams is not None:
         mode, n = MODE_RUNNERS, streams
-        runners = [StatefulRunner(model_path, backend=backend, num_threads=threads) for _ in range(n)]
+        runners = [StatefulRunner(model_path, backend=backend, num_threads=threads, key=key_of(i)) for i in range(n)]
         runner = runners[0]
         guarded = runners
         pairs = [(r.step, i) for i, r in enumerate(runners)]
-
-        def fn(x):
-            for step, i in pairs:
-                step(x[i])
+        if times is None:
+            def fn(x):
+                for step, i in pairs:
+                    step(x[i])
+        else:
+            def fn(a):
+                x, t = a
+                for step, i in pairs:
+                    step(x[i], t)
 
         args = _inputs(md, (warmup + steps, n, n_features))
+        if times is not None:
+            args = list(zip(args, times))
     else:
         mode, n = MODE_RUNNER, 1
-        runner = StatefulRunner(model_path, backend=backend, num_threads=threads)
+        runner = StatefulRunner(model_path, backend=backend, num_threads=threads, key=key_of(0))
         guarded = [runner]
-        fn, args = runner.step, _inputs(md, (warmup + steps, n_features))
+        fn, args = _with_times(runner.step, _inputs(md, (warmup + steps, n_features)), times)
 
     def reset_range_counts():  # the report counts the timed steps only
         for g in guarded:
@@ -273,8 +309,11 @@ def bench(
     us = ns / 1000.0
     monitored = None
     if mode == MODE_RUNNER and md.residuals is not None and target_columns(md) is not None:
-        watched = StatefulRunner(model_path, backend=backend, num_threads=threads).monitor()
-        monitored = _time(watched.step, args, warmup) / 1000.0
+        watched = StatefulRunner(model_path, backend=backend, num_threads=threads, key=key_of(0)).monitor()
+        if times is None:
+            monitored = _time(watched.step, args, warmup) / 1000.0
+        else:
+            monitored = _time(lambda a: watched.step(a[0], time=a[1]), args, warmup) / 1000.0
     return BenchReport(
         model=str(model_path),
         quant=md.quant,

@@ -13,14 +13,16 @@ build) gets the public ``set_tensor``/``invoke``/``get_tensor`` API on buffers o
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
+import math
 import os
 import threading
 import warnings
 
 import numpy as np
 
-from .errors import BadInputError, ConcurrentUseError, ModelFormatError
+from .errors import BadInputError, ConcurrentUseError, ModelFormatError, UnseenKeyWarning
 from .interpreter import backend_version, create_interpreter, load_backend, min_runtime_version
 from .metadata import CHUNK_SIGNATURE_KEY, ModelMetadata, StateSpec, metadata_from_file, read_model_file
 from .ranges import RangeGuard
@@ -97,8 +99,12 @@ def refuse_bounds(md: ModelMetadata) -> tuple[np.ndarray, np.ndarray]:
         if md.graph_scales_inputs:
             lo, hi = np.full(n, -FLOAT32_MAX), np.full(n, FLOAT32_MAX)
         else:  # the host scales in float64, then casts to float32
-            offset, scale = np.asarray(md.scaler.feature_offset, float), np.abs(np.asarray(md.scaler.feature_scale, float))
-            lo, hi = offset - FLOAT32_MAX * scale, offset + FLOAT32_MAX * scale
+            lo, hi = np.full(n, -np.inf), np.full(n, np.inf)
+            # A panel model's rows are scaled by their series' scaler: every one of them must keep it finite.
+            scalers = [md.scaler] + (list(md.panel.scalers.values()) if md.panel is not None else [])
+            for s in scalers:
+                offset, scale = np.asarray(s.feature_offset, float), np.abs(np.asarray(s.feature_scale, float))
+                lo, hi = np.maximum(lo, offset - FLOAT32_MAX * scale), np.minimum(hi, offset + FLOAT32_MAX * scale)
         r = md.input_range
         if r is not None and r.train_min is not None and r.train_max is not None:
             tlo, thi = np.asarray(r.train_min, float), np.asarray(r.train_max, float)
@@ -126,12 +132,15 @@ class GraphBinding:
         path: a ``.tflite`` file written by ``statelite convert``.
         backend, num_threads: as for ``StatefulRunner``.
         fast: use the interpreter's private ``Invoke`` and tensor views when it has them (False: the public API).
+        key: the series whose scaler a panel model's rows are scaled with (None, or a key not in the panel: the
+            global scaler). A pool gives each lane its own with ``set_lane_scaler``.
 
     Raises:
         ModelFormatError, IncompatibleModelError, InterpreterNotFoundError: as ``StatefulRunner``.
     """
 
-    def __init__(self, path, backend: str = "auto", num_threads: int | None = None, fast: bool = True):
+    def __init__(self, path, backend: str = "auto", num_threads: int | None = None, fast: bool = True,
+                 key: str | None = None):
         self.path = os.fspath(path)
         data, info = read_model_file(self.path)
         md = metadata_from_file(info, source=self.path)
@@ -181,9 +190,13 @@ class GraphBinding:
             for s in md.states
         ]
         self._check_shapes()
-        self.transform = Transform.from_metadata(md)
+        self.transform = Transform.from_metadata(md, key)
         self.batch = md.batch
-        self.x_shape = tuple(md.x.shape)
+        # The raw rows the caller gives: the features. The graph's input adds the calendar columns after them.
+        self.n_features = len(md.features)
+        self.n_calendar = 2 * len(md.calendar)
+        self.x_shape = (self.batch, self.n_features)
+        self.graph_x_shape = tuple(md.x.shape)
         self.in_shape = self.x_shape[1:] if self.batch == 1 else self.x_shape
         hy = (md.horizon, len(md.targets))
         self.y_shape = hy if self.batch == 1 else (self.batch,) + hy
@@ -193,6 +206,9 @@ class GraphBinding:
         # Raw rows go straight into the graph when it holds the scaler and has float inputs and outputs.
         self.direct = md.graph_scales_inputs and md.graph_scales_outputs and self.xq is None and self.yq is None
         self.out_map = None if md.graph_scales_outputs else self.transform.output_map()
+        # A panel pool's per-lane scalers (``set_lane_scaler``): the output map as y * scale + offset per lane, then
+        # the cumulative sum of a differencing model. None: one scaler for every lane (``out_map``).
+        self.lane_out = None
         # Counts inputs outside the training range or clipped by an integer input (None: the model records neither).
         self.guard = RangeGuard.for_model(md)
         self.refuse_lo, self.refuse_hi = refuse_bounds(md)
@@ -368,30 +384,114 @@ class GraphBinding:
             f"{rows[i, j]:.6g}, a glitch rather than a reading. The row was not stepped and the state was kept."
         )
 
+    # -- panel and calendar --------------------------------------------------------------------------------------
+
+    def use_lane_scalers(self) -> None:
+        """Give every lane its own scaler (a panel model's pool), all the global one until ``set_lane_scaler``.
+
+        The transform's feature offsets and scales become ``(batch, features)`` arrays and the output map per-lane
+        ``(batch, horizon * targets)`` scales and offsets, so a step of many lanes stays one vectorised expression.
+        """
+        t = self.transform
+        h = self.metadata.horizon
+        t.f_offset = np.tile(t.f_offset, (self.batch, 1))
+        t.f_inv_scale = np.tile(t.f_inv_scale, (self.batch, 1))
+        scale = np.tile(np.tile(t.t_scale, h), (self.batch, 1))
+        offset = np.tile(np.tile(t.t_offset, h), (self.batch, 1))
+        cum = None
+        if t.difference:
+            cum = np.kron(np.triu(np.ones((h, h))), np.eye(t.n_targets))
+        self.lane_out = (scale, offset, cum)
+
+    def set_lane_scaler(self, lane: int, scaler) -> None:
+        """Lane ``lane``'s rows are scaled with ``scaler`` (a ``Scaler``) from now on (after ``use_lane_scalers``)."""
+        t, h = self.transform, self.metadata.horizon
+        t.f_offset[lane] = scaler.feature_offset
+        t.f_inv_scale[lane] = 1.0 / np.asarray(scaler.feature_scale, dtype=np.float64)
+        scale, offset, _ = self.lane_out
+        scale[lane] = np.tile(np.asarray(scaler.target_scale, dtype=np.float64), h)
+        offset[lane] = np.tile(np.asarray(scaler.target_offset, dtype=np.float64), h)
+
+    def scaler_of(self, key) -> tuple:
+        """``(scaler, known)`` of a stream key (``ModelMetadata.scaler_for``; a key that is not text is looked up
+        as its text, the way it reads in a CSV)."""
+        return self.metadata.scaler_for(None if key is None else key if isinstance(key, str) else str(key))
+
+    def warn_unseen(self, key, stacklevel: int = 3) -> None:
+        """The one ``UnseenKeyWarning`` for a stream ``key`` that is not in the model's training panel."""
+        warnings.warn(UnseenKeyWarning(
+            f"stream {str(key)[:80]!r} was not in the training panel of {os.path.basename(self.path)} "
+            f"({len(self.metadata.panel.scalers)} series): using the global scaler"
+        ), stacklevel=stacklevel)
+
+    def calendar(self, times, n: int | None = None, where: str = "time") -> np.ndarray:
+        """The calendar inputs of ``times``: ``(len(times), 2 * len(calendar))`` float64.
+
+        Args:
+            times: a sequence of times, each the time column's cell text, a ``datetime`` (its wall-clock time; an
+                offset is not applied, as for text), a ``numpy.datetime64``, or wall-clock seconds since 1970.
+            n: the number of times expected (None: any).
+            where: how the caller names the times in messages (``time``, ``times``).
+
+        Raises:
+            BadInputError: no times for a calendar model, the wrong number of them, or one that cannot be read.
+        """
+        from .calendar import calendar_values
+
+        md = self.metadata
+        if times is None:
+            raise BadInputError(
+                f"expected {where}=... for a model with calendar inputs ({', '.join(md.calendar)}, from the time "
+                f"column {md.time_column!r}); received none"
+            )
+        if isinstance(times, (str, bytes, _dt.date, np.datetime64)) or np.ndim(times) == 0:
+            times = [times]
+        times = list(times)
+        if n is not None and len(times) != n:
+            raise BadInputError(f"expected {n} {where} value(s), one per row; received {len(times)}")
+        seconds = np.fromiter((_wall_seconds(t, md.time_column, where) for t in times), dtype=np.float64,
+                              count=len(times))
+        return calendar_values(seconds, md.calendar)
+
     def refused(self, xin: np.ndarray):
         """Columns' boolean mask of rows beyond the refuse bounds (``xin`` ``(..., features)``), or None if none."""
         bad = (xin < self.refuse_lo) | (xin > self.refuse_hi)
         return bad if bad.any() else None
 
-    def feed(self, xin: np.ndarray, lanes=None) -> None:
+    def feed(self, xin: np.ndarray, lanes=None, cal: np.ndarray | None = None) -> None:
         """Write graph inputs (raw rows, already differenced) into the input tensor: scaled and quantized as the
         graph needs, after the range guard has seen them (only the rows of ``lanes``, when given: a pool's stepping
-        streams)."""
+        streams). A calendar model's ``cal`` (the calendar inputs of each row, ``calendar``) follow the scaled
+        features, unscaled."""
         if self.guard is not None:
             self.guard.check(xin if lanes is None else xin[lanes])
         if self.direct:
             self.xv[...] = xin
             return
         xm = self.transform.scale_diff(xin)
+        if self.n_calendar:
+            xm = self.with_calendar(xm, cal)
         if self.xq is not None:
             xm = quantize(xm, self.xq.scale, self.xq.zero_point, self.x_dtype)
         self.xv[...] = xm
 
-    def raw_outputs(self, y: np.ndarray) -> np.ndarray:
+    def with_calendar(self, xm: np.ndarray, cal: np.ndarray | None) -> np.ndarray:
+        """Scaled features ``(..., features)`` with the calendar columns appended: ``(..., graph width)`` float32."""
+        out = np.empty(xm.shape[:-1] + (self.n_features + self.n_calendar,), np.float32)
+        out[..., : self.n_features] = xm
+        out[..., self.n_features:] = 0.0 if cal is None else cal
+        return out
+
+    def raw_outputs(self, y: np.ndarray, lanes=None) -> np.ndarray:
         """Flat float64 graph outputs (..., outputs) of a quantized or host-scaled graph in raw units (before adding
-        the level of a differencing model)."""
+        the level of a differencing model); with per-lane scalers, ``y`` holds the rows of ``lanes``."""
         if self.yq is not None:
             y = (y - self.yq.zero_point) * self.yq.scale
+        if self.lane_out is not None:
+            scale, offset, cum = self.lane_out
+            sel = slice(None) if lanes is None else lanes
+            y = y * scale[sel] + offset[sel]
+            return y if cum is None else y @ cum
         if self.out_map is not None:
             y = y @ self.out_map[0] + self.out_map[1]
         return y
@@ -419,5 +519,31 @@ class GraphBinding:
             bad = lane_bad if bad is None else bad | lane_bad
         return bad
 
+
+def _wall_seconds(t, column: str | None, where: str) -> float:
+    """One time as wall-clock seconds since 1970 (the calendar's input), from text, a datetime or a number."""
+    from .calendar import wall_seconds
+
+    if isinstance(t, str):
+        return wall_seconds(t, column or "time")
+    if isinstance(t, _dt.datetime):
+        return (t.replace(tzinfo=None) - _EPOCH).total_seconds()  # its wall clock, as for text with an offset
+    if isinstance(t, _dt.date):
+        return float((t - _EPOCH.date()).days * 86400)
+    if isinstance(t, np.datetime64):
+        if np.isnat(t):
+            raise BadInputError(f"expected a date-time for {where}; received NaT")
+        return float(t.astype("datetime64[us]").astype(np.int64)) / 1e6
+    if isinstance(t, (int, float, np.integer, np.floating)) and not isinstance(t, (bool, np.bool_)):
+        if not math.isfinite(float(t)):
+            raise BadInputError(f"expected a finite time for {where} (wall-clock seconds since 1970); received {t}")
+        return float(t)
+    raise BadInputError(
+        f"expected {where} as the time column's text, a datetime or seconds since 1970; received "
+        f"{type(t).__name__} {str(t)[:40]!r}"
+    )
+
+
+_EPOCH = _dt.datetime(1970, 1, 1)
 
 __all__ = ["FLOAT32_MAX", "REFUSE_SPANS", "GraphBinding", "StatePair", "has_fast_api", "quantize", "refuse_bounds"]

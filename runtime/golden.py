@@ -10,6 +10,10 @@ monitor (``statelite.monitor``, default options) makes of the Keras forecasts ov
 (levels,), the interval bounds ``monitor_lower``/``monitor_upper`` (steps, levels, horizon, targets) and the anomaly
 scores ``monitor_score`` (steps,), -1 where a row is not scored (warm-up). Version 1 files are read without them.
 
+Optional in version 2 (older readers skip them; they cannot load the format-3 models that need them): ``key``, the
+series a panel model's trace was made from (its scaler, and its calibration's units), and ``times`` (steps,), the
+time cells of a calendar model's rows as text, from which its calendar inputs are computed.
+
 Reading checks everything before use: the file is a regular file under ``MAX_GOLDEN_BYTES``; every zip member is a
 known key of bounded size; every array has the dtype, shape and finiteness it must have. Any problem is one
 ``GoldenFileError`` (a ``ModelFormatError``: the CLI exits 2 with one line).
@@ -33,7 +37,9 @@ GOLDEN_FORMAT_VERSION = 2
 # A golden trace is a few hundred rows (kilobytes); anything this large is the wrong file.
 MAX_GOLDEN_BYTES = 64 * 1024 * 1024
 _KEYS = ("format_version", "model_sha256", "x", "y_keras", "target_scale", "tol_max_abs", "tol_rmse")
-_OPTIONAL = ("quant", "monitor_levels", "monitor_lower", "monitor_upper", "monitor_score")
+_OPTIONAL = ("quant", "monitor_levels", "monitor_lower", "monitor_upper", "monitor_score", "key", "times")
+_MAX_KEY_CHARS = 256
+_MAX_TIME_CHARS = 64
 _UNSCORED = -1.0  # monitor_score of a row not scored (NaN is refused in a golden trace)
 
 
@@ -58,30 +64,34 @@ class Golden:
     format_version: int = GOLDEN_FORMAT_VERSION
     # {"levels", "lower", "upper", "score"} (score NaN where not scored), or None (version 1, or no calibration)
     monitor: dict | None = None
+    key: str | None = None  # a panel model's series the trace was made from (None: the global scaler)
+    times: tuple[str, ...] | None = None  # a calendar model's time cells, one per row
 
 
-def monitor_trace(metadata, x: np.ndarray, y: np.ndarray, levels=None) -> dict | None:
+def monitor_trace(metadata, x: np.ndarray, y: np.ndarray, levels=None, key: str | None = None) -> dict | None:
     """What the device's monitor makes of forecasts ``y`` for rows ``x`` of one stream: default options, or the
     interval ``levels`` given (``verify`` uses the levels the golden trace recorded).
 
-    The converter records it for the Keras forecasts; ``verify`` recomputes it for the device's and compares.
+    The converter records it for the Keras forecasts; ``verify`` recomputes it for the device's and compares. A
+    panel model's calibration is taken in the units of series ``key`` (``monitor.calibration_for``).
 
     Returns:
         ``{"levels", "lower", "upper", "score"}``, or None when the model has no residual calibration or its
         targets are not among its features.
     """
-    from .monitor import MonitorOptions, replay, target_columns
+    from .monitor import MonitorOptions, calibration_for, replay, target_columns
 
     tidx = target_columns(metadata)
     if metadata.residuals is None or tidx is None:
         return None
     options = MonitorOptions() if levels is None else MonitorOptions(levels=tuple(float(v) for v in levels))
-    out = replay(metadata.residuals, y, np.asarray(x, np.float64)[:, tidx], options, metadata.warmup_steps)
+    out = replay(calibration_for(metadata, key), y, np.asarray(x, np.float64)[:, tidx], options,
+                 metadata.warmup_steps)
     return {"levels": np.asarray(options.levels), "lower": out["lower"], "upper": out["upper"], "score": out["score"]}
 
 
 def write_golden(path, model_bytes: bytes, metadata, x: np.ndarray, y: np.ndarray, scale, tol: dict,
-                 monitor: dict | None = None) -> None:
+                 monitor: dict | None = None, key: str | None = None, times=None) -> None:
     """Write a golden trace atomically (a temporary file beside it, then renamed over it).
 
     Args:
@@ -93,6 +103,8 @@ def write_golden(path, model_bytes: bytes, metadata, x: np.ndarray, y: np.ndarra
         scale: per-target scale errors are divided by.
         tol: ``{"max_abs": ..., "rmse": ...}``, normalised.
         monitor: ``monitor_trace`` of the same rows and forecasts, or None.
+        key: for a panel model, the series the rows come from (``verify`` scales them with its scaler).
+        times: for a calendar model, each row's time cell as text (steps of them).
     """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp.npz")
@@ -104,6 +116,10 @@ def write_golden(path, model_bytes: bytes, metadata, x: np.ndarray, y: np.ndarra
             "monitor_upper": np.asarray(monitor["upper"], np.float64),
             "monitor_score": np.where(np.isnan(monitor["score"]), _UNSCORED, monitor["score"]),
         }
+    if key is not None:
+        extra["key"] = np.str_(key)
+    if times is not None:
+        extra["times"] = np.asarray([str(t) for t in times], dtype=np.str_)
     np.savez(
         tmp,
         format_version=np.int64(GOLDEN_FORMAT_VERSION),
@@ -251,7 +267,19 @@ def read_golden(path, expected_model_sha256: str | None = None) -> Golden:
             raise _corrupt(path, "monitor levels must lie in (0, 1) and scores be >= 0 (or -1: not scored)")
         monitor = {"levels": levels, "lower": lower, "upper": upper,
                    "score": np.where(score == _UNSCORED, np.nan, score)}
-    return Golden(path, sha, quant, x, y, scale, tol_max_abs, tol_rmse, int(version), monitor)
+    key = None
+    if "key" in d:
+        key = _scalar(path, d["key"], "key", "U")
+        if not 0 < len(key) <= _MAX_KEY_CHARS:
+            raise _corrupt(path, f"key must be 1 to {_MAX_KEY_CHARS} characters; received {len(key)}")
+    times = None
+    if "times" in d:
+        t = d["times"]
+        if t.dtype.kind != "U" or t.shape != (len(x),) or t.dtype.itemsize > 4 * _MAX_TIME_CHARS:
+            raise _corrupt(path, f"times must be {len(x)} texts of at most {_MAX_TIME_CHARS} characters; received "
+                                 f"dtype {t.dtype}, shape {t.shape}")
+        times = tuple(str(v) for v in t)
+    return Golden(path, sha, quant, x, y, scale, tol_max_abs, tol_rmse, int(version), monitor, key, times)
 
 
 def _rmse(a: np.ndarray) -> float:

@@ -104,8 +104,9 @@ def _monitor_lines(md: dict) -> list[str]:
         nine = ", ".join(
             f"{t} t+1 {q[0][k][-1]:.4g}, t+{len(q)} {q[-1][k][-1]:.4g}" for k, t in enumerate(md.get("targets", []))
         )
+        units = "in units of each series' target scale" if md.get("panel") else "raw units"
         lines.append(
-            f"residuals    calibrated on {r['steps']} positions ({r['source']}); 90% abs residual: {nine} (raw units)"
+            f"residuals    calibrated on {r['steps']} positions ({r['source']}); 90% abs residual: {nine} ({units})"
         )
     else:
         lines.append("residuals    not recorded (no intervals or anomaly scores: convert from a run folder)")
@@ -115,6 +116,28 @@ def _monitor_lines(md: dict) -> list[str]:
 
         lines.append(f"sampling     {Sampling.from_dict(sampling).describe()} ({sampling['regular']:.0%} of training "
                      f"steps regular); gaps are judged against it")
+    return lines
+
+
+_SHOWN_KEYS = 5
+
+
+def _panel_lines(md: dict) -> list[str]:
+    """The calendar inputs and the panel of series, as ``inspect`` prints them (none for a plain model)."""
+    lines = []
+    calendar = md.get("calendar")
+    if calendar:
+        from .calendar import calendar_columns
+
+        lines.append(f"calendar     {', '.join(calendar)} from time column {md.get('time_column')}: graph inputs "
+                     f"{', '.join(calendar_columns(calendar))} after the features")
+    panel = md.get("panel")
+    if panel:
+        keys = list(panel["scalers"])
+        shown = ", ".join(keys[:_SHOWN_KEYS]) + (f", ... ({len(keys) - _SHOWN_KEYS} more)" if len(keys) > _SHOWN_KEYS
+                                                  else "")
+        lines.append(f"panel        {len(keys)} series by column {panel['key_column']!r}: {shown}; each scaled with "
+                     f"its own scaler, any other key with the global one")
     return lines
 
 
@@ -139,6 +162,7 @@ def format_inspection(d: dict) -> str:
         f"quantization {md.get('quant')} (io {md.get('io')}), batch {md.get('batch')}, target {md.get('target')}",
         f"signature    {d['signature']['key']!r}" + ("" if d["signature"]["present"] else "  (MISSING from the graph)"),
     ]
+    lines[5:5] = _panel_lines(md)
     chunk = md.get("chunk_signature")
     if chunk:
         lines.insert(-1, (

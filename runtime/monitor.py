@@ -669,39 +669,65 @@ class StreamMonitor:
         monitor: the ``ForecastMonitor`` (its online corrections, ``theta`` and ``theta_scale``, are public).
     """
 
-    def __init__(self, step: Callable, reset: Callable, monitor: ForecastMonitor):
+    def __init__(self, step: Callable, reset: Callable, monitor: ForecastMonitor, calendar: bool = False):
         self._step_model, self._reset_model = step, reset
         self.monitor = monitor
+        self._calendar = calendar  # the model takes each row's time: step(x, time)
         self._last = None  # the last row fed (the base row of a gap fill)
 
     @property
     def options(self) -> MonitorOptions:
         return self.monitor.options
 
-    def step(self, x, actual=None) -> Observation:
+    def step(self, x, actual=None, time=None) -> Observation:
         """Score one raw row, step the model, and return the ``Observation`` with the forecast and its intervals.
+
+        Args:
+            x: the raw row.
+            actual: the targets' values to score against (default: the row's target columns).
+            time: the row's time, for a model with calendar inputs (as the model's ``step``).
 
         Raises:
             BadInputError, NonFiniteStepError, ConcurrentUseError: as the model's ``step``; the model and the monitor
                 are then as they were before the call.
         """
-        obs = self.monitor.observe(x, actual)
-        y = self._step_model(obs.fed)
+        obs = self.monitor.observe(x, actual)  # changes nothing until push
+        y = self._step_model(obs.fed, time) if self._calendar else self._step_model(obs.fed)
         self._last = obs.fed
         return self.monitor.push(obs, y)
 
-    def fill(self, steps: int) -> int:
+    def fill(self, steps: int, times=None) -> int:
         """Advance over ``steps`` missing rows on the model's own one-step forecasts (the targets' columns take the
         forecast, the other features keep the last row's values); nothing is scored.
+
+        Args:
+            steps: the rows missing.
+            times: for a model with calendar inputs, the missing rows' times (``steps`` of them).
 
         Returns:
             The rows filled: 0 when there is no forecast to fill with yet (warm-up, a reset) or a target is not
             a feature.
+
+        Raises:
+            BadInputError: a calendar model without ``steps`` times.
         """
         guess = self.monitor.one_step()
         if steps <= 0 or self._last is None or self.monitor._tidx is None or guess is None:
             return 0
-        self._last, _ = fill_forward(self._last, guess[None], self.monitor._tidx, steps, self._step_model,
+        step = self._step_model
+        if self._calendar:
+            from .errors import BadInputError
+
+            if times is None or len(times) != steps:
+                raise BadInputError(
+                    f"expected the times of the {steps} missing rows for a model with calendar inputs; received "
+                    f"{'none' if times is None else len(times)}"
+                )
+            pending = iter(times)
+
+            def step(row):
+                return self._step_model(row, next(pending))
+        self._last, _ = fill_forward(self._last, guess[None], self.monitor._tidx, steps, step,
                                      self.monitor.advance)
         return steps
 

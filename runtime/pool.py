@@ -27,6 +27,10 @@ class StreamPool:
     ``NonFiniteStepError`` names the rolled-back streams (``keys``) and carries the others' forecasts (``results``).
     A pool is single-threaded: a second thread stepping it at the same time gets ``ConcurrentUseError``.
 
+    A panel model (metadata ``panel``) scales each lane's rows with the scaler of its stream's key (a key that is not
+    text is looked up as its text); a key not in the training panel gets the global scaler and one
+    ``UnseenKeyWarning``. A model with calendar inputs takes each stepping stream's time (``times``).
+
     Args:
         path: a ``.tflite`` converted with ``--batch N`` (N > 1).
         backend, num_threads, allow_nonfinite: as for ``StatefulRunner``.
@@ -51,8 +55,14 @@ class StreamPool:
         self._cached_keys: tuple = ()
         self._cached_lanes = None
         self._free = list(range(self.capacity - 1, -1, -1))
-        n_features = md.x.shape[1]
+        n_features = len(md.features)
         self._x = np.zeros((self.capacity, n_features))
+        self._calendar = bool(md.calendar)
+        self._cal = np.zeros((self.capacity, b.n_calendar))
+        self._known: dict[Hashable, bool] = {}
+        self._warned: set = set()
+        if md.panel is not None:
+            b.use_lane_scalers()
         self._prev = np.zeros((self.capacity, n_features))
         self._has_prev = np.zeros(self.capacity, dtype=bool)
         self._zero_state = [p.from_real(np.zeros(p.spec.input.shape[1:], np.float32)) for p in b.pairs]
@@ -61,8 +71,13 @@ class StreamPool:
 
     # -- membership ----------------------------------------------------------------------------------------------
 
-    def add(self, key: Hashable) -> None:
-        """Give ``key`` a free lane with a zero state."""
+    def add(self, key: Hashable, warn: bool = True) -> None:
+        """Give ``key`` a free lane with a zero state (and, for a panel model, the scaler of its series).
+
+        Args:
+            key: the stream's key.
+            warn: issue ``UnseenKeyWarning`` (once per key) when a panel model has no scaler for ``key``.
+        """
         if key in self._slots:
             raise BadInputError(f"stream {key!r} is already in the pool.")
         if not self._free:
@@ -70,13 +85,31 @@ class StreamPool:
                 f"the pool is full: {self.capacity} streams (the model's batch). Remove one, or convert with a "
                 f"larger --batch."
             )
-        self._slots[key] = self._free.pop()
+        lane = self._slots[key] = self._free.pop()
         self._cached_keys = ()
+        if self.metadata.panel is not None:
+            scaler, known = self._b.scaler_of(key)
+            self._b.set_lane_scaler(lane, scaler)
+            self._known[key] = known
+            if not known and warn and key not in self._warned:
+                self._warned.add(key)
+                self._b.warn_unseen(key)
         self.reset(key)
+
+    def key_known(self, key: Hashable) -> bool:
+        """Whether a panel model has a scaler of its own for stream ``key`` (False: the global one; always False for
+        a model that is not a panel).
+
+        Raises:
+            BadInputError: an unknown key.
+        """
+        self._slot(key)
+        return self._known.get(key, False)
 
     def remove(self, key: Hashable) -> None:
         self._free.append(self._slot(key))
         del self._slots[key]
+        self._known.pop(key, None)
         self._cached_keys = ()
 
     def reset(self, key: Hashable) -> None:
@@ -97,9 +130,15 @@ class StreamPool:
         from .monitor import StreamMonitor, monitor_for
 
         self._slot(key)
-        return StreamMonitor(
-            lambda x: self.step({key: x})[key], lambda: self.reset(key), monitor_for(self.metadata, options)
-        )
+        if self._calendar:
+            def step(x, time=None):
+                return self.step({key: x}, times={key: time})[key]
+        else:
+            def step(x, time=None):
+                return self.step({key: x})[key]
+        panel_key = key if isinstance(key, str) or key is None else str(key)
+        return StreamMonitor(step, lambda: self.reset(key), monitor_for(self.metadata, options, key=panel_key),
+                             calendar=self._calendar)
 
     def __contains__(self, key) -> bool:
         return key in self._slots
@@ -196,24 +235,36 @@ class StreamPool:
 
     # -- stepping ------------------------------------------------------------------------------------------------
 
-    def step(self, rows: Mapping[Hashable, object]) -> dict[Hashable, np.ndarray]:
+    def step(self, rows: Mapping[Hashable, object], times: Mapping[Hashable, object] | None = None
+             ) -> dict[Hashable, np.ndarray]:
         """Advance the given streams by one step in one ``invoke()``.
 
         Args:
             rows: ``{key: raw feature row}`` for the streams that have a new row this tick.
+            times: for a model with calendar inputs, ``{key: time}`` of every stream in ``rows`` (the time column's
+                text, a ``datetime`` or wall-clock seconds since 1970); ignored by other models.
 
         Returns:
             ``{key: (horizon, targets) forecast}`` in raw units.
 
         Raises:
-            BadInputError: an unknown key, a row of the wrong length, NaN/inf, or a value beyond the model's input
-                limits. Nothing is stepped then.
+            BadInputError: an unknown key, a row of the wrong length, NaN/inf, a value beyond the model's input
+                limits, or a calendar model's time missing or unreadable. Nothing is stepped then.
             NonFiniteStepError: the step of the streams in its ``keys`` came out NaN or inf and was rolled back;
                 every other stream advanced, and its ``results`` holds their forecasts.
             ConcurrentUseError: another thread is stepping this pool.
         """
         if not rows:
             return {}
+        cal = None
+        if self._calendar:
+            if times is None or any(k not in times for k in rows):
+                missing = [k for k in rows if times is None or k not in times]
+                raise BadInputError(
+                    f"expected times={{key: time}} for every stream of a model with calendar inputs "
+                    f"({', '.join(self.metadata.calendar)}); received none for streams {missing[:5]}"
+                )
+            cal = self._b.calendar([times[k] for k in rows], where="times")
         keys = tuple(rows)
         if keys != self._cached_keys:  # a gateway usually ticks the same streams in the same order
             self._cached_lanes = self._lanes_of(keys)
@@ -225,18 +276,20 @@ class StreamPool:
                 f"every row must have {self._x.shape[1]} values (features: {', '.join(self.metadata.features)})."
             ) from None
         try:
-            return dict(zip(keys, self._locked_step(self._cached_lanes, block, keys)))
+            return dict(zip(keys, self._locked_step(self._cached_lanes, block, keys, cal)))
         except NonFiniteStepError as exc:
             bad = set(exc.keys)
             exc.results = {k: y for k, y in zip(keys, exc.results) if k not in bad}
             raise
 
-    def step_all(self, xs) -> np.ndarray:
+    def step_all(self, xs, times=None) -> np.ndarray:
         """Advance every stream by one step, rows given in ``keys`` order: the fast path for a gateway whose
         sensors all tick together (no dict built or read).
 
         Args:
             xs: ``(len(pool), features)`` raw rows, in the order of ``pool.keys``.
+            times: for a model with calendar inputs, one time for every stream, or one per stream in ``keys``
+                order; ignored by other models.
 
         Returns:
             ``(len(pool), horizon, targets)`` forecasts in raw units, in the same order.
@@ -253,26 +306,31 @@ class StreamPool:
                 f"order); received shape {xs.shape}."
             )
         keys = tuple(self._slots)
+        cal = None
+        if self._calendar:
+            cal = self._b.calendar(times, where="times")
+            if len(cal) not in (1, len(keys)):
+                raise BadInputError(f"expected one time, or {len(keys)} (one per stream); received {len(cal)}")
         if keys != self._cached_keys:
             self._cached_lanes = self._lanes_of(keys)
             self._cached_keys = keys
-        return self._locked_step(self._cached_lanes, xs, keys)
+        return self._locked_step(self._cached_lanes, xs, keys, cal)
 
     def _lanes_of(self, keys: tuple):
         lanes = np.fromiter((self._slot(k) for k in keys), dtype=np.intp, count=len(keys))
         # Streams in lanes 0..n-1 in order (the usual case) are addressed by a slice, without copies.
         return slice(0, len(lanes)) if (lanes == np.arange(len(lanes))).all() else lanes
 
-    def _locked_step(self, lanes, block: np.ndarray, keys: tuple) -> np.ndarray:
+    def _locked_step(self, lanes, block: np.ndarray, keys: tuple, cal=None) -> np.ndarray:
         b = self._b
         if not b.lock.acquire(False):
             raise b.busy()
         try:
-            return self._step_lanes(lanes, block, keys)
+            return self._step_lanes(lanes, block, keys, cal)
         finally:
             b.lock.release()
 
-    def _step_lanes(self, lanes, block: np.ndarray, keys: tuple) -> np.ndarray:
+    def _step_lanes(self, lanes, block: np.ndarray, keys: tuple, cal=None) -> np.ndarray:
         b = self._b
         check = not self.allow_nonfinite
         # block . 0 is 0 for finite rows and NaN when any value is NaN or inf: one call instead of isfinite().all().
@@ -294,7 +352,11 @@ class StreamPool:
         x = self._x
         x[:] = 0.0
         x[lanes] = xin
-        b.feed(x, lanes)  # the range guard sees only the stepping streams' rows
+        if cal is None:
+            b.feed(x, lanes)  # the range guard sees only the stepping streams' rows
+        else:
+            self._cal[lanes] = cal
+            b.feed(x, lanes, cal=self._cal)
         try:
             b.invoke()
         except RuntimeError as exc:
@@ -321,7 +383,7 @@ class StreamPool:
                 self._prev[good] = block[~bad]
                 self._has_prev[good] = True
         if not b.direct:
-            y = b.raw_outputs(y)
+            y = b.raw_outputs(y, lanes)
         y = y.reshape(len(block), *b.y_shape[1:])
         if self.metadata.difference:
             y += block[:, None, self._target_index]

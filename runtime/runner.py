@@ -33,6 +33,12 @@ class StatefulRunner:
         num_threads: interpreter threads (None: the interpreter's default).
         allow_nonfinite: feed every value as it is: accept NaN or inf inputs and values beyond the model's input
             limits, and keep a step whose results are not finite (no ``BadInputError``, no rollback).
+        key: the stream's series, for a panel model (metadata ``panel``): its rows are scaled with that series'
+            scaler. A key not in the training panel gets the global scaler and one ``UnseenKeyWarning``; None the
+            global scaler, without a warning. Ignored by other models.
+
+    Attributes:
+        key, key_known: the stream's key, and whether a panel model has a scaler of its own for it.
 
     Raises:
         ModelFormatError: not a TFLite file, truncated, or without statelite metadata.
@@ -40,10 +46,16 @@ class StatefulRunner:
         InterpreterNotFoundError: no interpreter installed.
     """
 
-    def __init__(self, path, backend: str = "auto", num_threads: int | None = None, allow_nonfinite: bool = False):
-        b = self._binding = GraphBinding(path, backend=backend, num_threads=num_threads)
+    def __init__(self, path, backend: str = "auto", num_threads: int | None = None, allow_nonfinite: bool = False,
+                 key: str | None = None):
+        b = self._binding = GraphBinding(path, backend=backend, num_threads=num_threads, key=key)
         self.path = b.path
         md = self.metadata = b.metadata
+        self.key = key
+        self.key_known = b.scaler_of(key)[1]
+        if md.panel is not None and key is not None and not self.key_known:
+            b.warn_unseen(key)
+        self._calendar = bool(md.calendar)
         self.model_sha256 = b.model_sha256
         self.model_size = b.model_size
         self.operators = b.operators
@@ -72,7 +84,8 @@ class StatefulRunner:
             self._levels = cols if self.batch == 1 else (slice(None), None, cols)
         # One stream of one feature forecasting one target (a single sensor): plain Python floats around the graph
         # are cheaper than numpy calls on 1-element arrays. The previous row is then kept as a float.
-        self._scalar = self.batch == 1 and len(md.features) == 1 and len(md.targets) == 1
+        # (Not for a calendar model: its graph input is wider than the one feature.)
+        self._scalar = self.batch == 1 and len(md.features) == 1 and len(md.targets) == 1 and not self._calendar
         if self._scalar:
             self._scalar_in = (float(self._transform.f_offset[0]), float(self._transform.f_inv_scale[0]))
             self._scalar_out = (float(self._transform.t_scale[0]), float(self._transform.t_offset[0]))
@@ -89,6 +102,19 @@ class StatefulRunner:
             self.step = self._step_scalar  # the single-sensor path without the dispatch (same contract, same lock)
         self._cache()
         self.reset()
+
+    def _set_key(self, key: str | None) -> None:
+        """Serve the series ``key`` from now on (a panel model's scaler; ``run --stream-key`` hands a runner made
+        without a key to a stream). No warning: the caller reports an unseen key its own way."""
+        from .transform import Transform
+
+        b, md = self._binding, self.metadata
+        b.transform = self._transform = Transform.from_metadata(md, key)
+        b.out_map = self._out_map = None if md.graph_scales_outputs else b.transform.output_map()
+        self.key, self.key_known = key, b.scaler_of(key)[1]
+        if self._scalar:
+            self._scalar_in = (float(self._transform.f_offset[0]), float(self._transform.f_inv_scale[0]))
+            self._scalar_out = (float(self._transform.t_scale[0]), float(self._transform.t_offset[0]))
 
     @property
     def _pairs(self) -> list[StatePair]:
@@ -255,19 +281,22 @@ class StatefulRunner:
             f"arithmetic); it was rolled back: the state is the one from before it."
         )
 
-    def step(self, x) -> np.ndarray:
+    def step(self, x, time=None) -> np.ndarray:
         """Advance the state by one time step and return the forecast in raw units.
 
         Args:
             x: one raw row of features, shape ``(features,)``; a ``(batch, features)`` array for a batched model.
+            time: the row's time, for a model with calendar inputs (metadata ``calendar``; ignored otherwise): the
+                time column's cell text, a ``datetime`` or wall-clock seconds since 1970 (a batched model: one for
+                every lane, or one per lane).
 
         Returns:
             float64 ``(horizon, targets)`` forecasts (``(batch, horizon, targets)`` for a batched model).
 
         Raises:
-            BadInputError: wrong shape, NaN/inf, or a value beyond the model's input limits (``REFUSE_SPANS``
-                training spans outside the training range, or not finite in float32 once scaled); the state is
-                left as it was.
+            BadInputError: wrong shape, NaN/inf, a value beyond the model's input limits (``REFUSE_SPANS``
+                training spans outside the training range, or not finite in float32 once scaled), or a calendar
+                model's time missing or unreadable; the state is left as it was.
             NonFiniteStepError: the step's forecast or next state was not finite; it was rolled back.
             ConcurrentUseError: another thread is stepping this runner.
         """
@@ -276,11 +305,22 @@ class StatefulRunner:
         if not self._acquire(False):
             raise self._binding.busy()
         try:
-            return self._step(x)
+            return self._step(x, self._step_calendar(time) if self._calendar else None)
         finally:
             self._release()
 
-    def _step(self, x) -> np.ndarray:
+    def _step_calendar(self, time) -> np.ndarray:
+        """The calendar inputs of one step: ``(2C,)``, or ``(batch, 2C)`` for a batched model."""
+        cal = self._binding.calendar(time, where="time")
+        if self.batch == 1:
+            if len(cal) != 1:
+                raise BadInputError(f"expected one time for a one-stream model; received {len(cal)}")
+            return cal[0]
+        if len(cal) not in (1, self.batch):
+            raise BadInputError(f"expected one time, or {self.batch} (one per lane); received {len(cal)}")
+        return np.broadcast_to(cal, (self.batch, cal.shape[1]))
+
+    def _step(self, x, cal=None) -> np.ndarray:
         if x.__class__ is not np.ndarray or x.dtype is not _F64 or x.shape != self._in_shape:
             x = self._coerce(x)
         check = not self.allow_nonfinite
@@ -300,7 +340,10 @@ class StatefulRunner:
         b = self._binding
         if check and (_count_nonzero(xin < b.refuse_lo) or _count_nonzero(xin > b.refuse_hi)):
             raise self._refusal(xin, x, prev)
-        self._feed_input(xin)
+        if cal is None:
+            self._feed_input(xin)
+        else:
+            self._feed_input(xin, cal=cal)
         try:
             self._invoke()
         except RuntimeError as exc:
@@ -335,8 +378,9 @@ class StatefulRunner:
             if not guard.lo0 <= d <= guard.hi0:
                 guard.miss(d)
 
-    def _step_scalar(self, x) -> np.ndarray:
-        """``step`` for one stream of one feature and one target, with Python floats around ``Invoke``."""
+    def _step_scalar(self, x, time=None) -> np.ndarray:
+        """``step`` for one stream of one feature and one target, with Python floats around ``Invoke`` (never a
+        calendar model: ``time`` is ignored)."""
         if not self._acquire(False):
             raise self._binding.busy()
         try:
@@ -398,7 +442,7 @@ class StatefulRunner:
         finally:
             self._release()
 
-    def run(self, xs, chunked: bool = True) -> np.ndarray:
+    def run(self, xs, chunked: bool = True, times=None) -> np.ndarray:
         """Step through a sequence of raw rows, carrying the state; returns one forecast per row.
 
         All or nothing: every row is checked before any is stepped, and a step whose results are not finite rolls
@@ -407,27 +451,42 @@ class StatefulRunner:
         Args:
             xs: ``(steps, features)`` (``(steps, batch, features)`` for a batched model).
             chunked: on a model converted with ``--chunk K``, take K steps per call (the remainder one by one).
+            times: for a model with calendar inputs, each row's time (as ``step``'s ``time``; a batched model: one
+                per step for every lane, or ``(steps, batch)``). Ignored by other models.
 
         Returns:
             ``(steps, horizon, targets)`` (``(steps, batch, horizon, targets)`` for a batched model).
 
         Raises:
-            BadInputError: wrong shape, NaN/inf, or a value beyond the model's input limits; nothing was stepped.
+            BadInputError: wrong shape, NaN/inf, a value beyond the model's input limits, or a calendar model's
+                times missing, of the wrong number or unreadable; nothing was stepped.
             NonFiniteStepError: a step's results were not finite; the state is the one from before ``run``.
             ConcurrentUseError: another thread is stepping this runner.
         """
         if not self._acquire(False):
             raise self._binding.busy()
         try:
-            return self._run(xs, chunked)
+            return self._run(xs, chunked, times)
         finally:
             self._release()
 
-    def _run(self, xs, chunked: bool) -> np.ndarray:
+    def _run_calendar(self, times, steps: int) -> np.ndarray:
+        """The calendar inputs of ``steps`` rows: ``(steps, 2C)``, or ``(steps, batch, 2C)`` for a batched model."""
+        b = self._binding
+        if self.batch == 1:
+            return b.calendar(times, n=steps, where="times")
+        if times is not None and not isinstance(times, str) and np.ndim(times) == 2:
+            cal = b.calendar(np.asarray(times, dtype=object).reshape(-1), n=steps * self.batch, where="times")
+            return cal.reshape(steps, self.batch, -1)
+        cal = b.calendar(times, n=steps, where="times")
+        return np.repeat(cal[:, None, :], self.batch, axis=1)
+
+    def _run(self, xs, chunked: bool, times=None) -> np.ndarray:
         xs = np.asarray(xs, dtype=np.float64)
         if xs.ndim != len(self._in_shape) + 1 or xs.shape[1:] != self._in_shape:
             want = ", ".join(map(str, self._in_shape))
             raise BadInputError(f"xs must have shape (steps, {want}); received shape {xs.shape}.")
+        cal = self._run_calendar(times, len(xs)) if self._calendar else None
         check = not self.allow_nonfinite
         if check and not np.isfinite(xs).all():
             bad = int(np.argwhere(~np.isfinite(xs))[0][0])
@@ -452,9 +511,10 @@ class StatefulRunner:
             if chunked and self._chunk is not None:
                 done = len(xs) // self.metadata.chunk * self.metadata.chunk
                 if done:
-                    out.append(self._run_chunks(xs[:done]))
+                    out.append(self._run_chunks(xs[:done], None if cal is None else cal[:done]))
             for i in range(done, len(xs)):
-                out.append(self._step_scalar(xs[i]) if self._scalar else self._step(xs[i]))
+                out.append(self._step_scalar(xs[i]) if self._scalar else self._step(xs[i], None if cal is None
+                                                                                     else cal[i]))
         except NonFiniteStepError:
             self._restore(saved)
             raise NonFiniteStepError(
@@ -488,7 +548,7 @@ class StatefulRunner:
             view[...] = value
         self._prev = prev
 
-    def _run_chunks(self, xs: np.ndarray) -> np.ndarray:
+    def _run_chunks(self, xs: np.ndarray, cal: np.ndarray | None = None) -> np.ndarray:
         """Rows (a multiple of K) through the step_chunk signature, K per ``Invoke``.
 
         The host work is done once for all rows; between chunks the state moves from the chunk subgraph's outputs
@@ -500,6 +560,8 @@ class StatefulRunner:
         if self._guard is not None:
             self._guard.check(xin, steps=n)
         xin = self._transform.scale_diff(xin)
+        if cal is not None:
+            xin = b.with_calendar(xin, cal)
         if self.batch == 1:
             blocks = xin.reshape(n // k, 1, k, -1)
         else:  # (steps, batch, features) -> (chunks, batch, K, features)
@@ -554,7 +616,8 @@ class StatefulRunner:
                 f"expected a one-stream model for StatefulRunner.monitor; received batch {self.batch}. "
                 f"Use StreamPool.monitor(key) for one lane of a batched model."
             )
-        return StreamMonitor(self.step, self.reset, monitor_for(self.metadata, options))
+        return StreamMonitor(self.step, self.reset, monitor_for(self.metadata, options, key=self.key),
+                             calendar=self._calendar)
 
     @property
     def output_shape(self) -> tuple[int, ...]:

@@ -21,6 +21,11 @@ id), rows of different streams interleave, and each row steps only its own strea
 streams share one ``StreamPool`` (one lane each, taken on first sight); with a batch-1 model each stream gets its own
 ``StatefulRunner``. The key column follows ``row`` in the output. Each row is stepped (one ``invoke()``) and written as
 it arrives, so per-row flushing is the same as for one stream.
+
+A panel model (metadata ``panel``) under ``stream_key`` scales each stream's rows with its key's scaler; a key that
+was not in the training panel gets the global scaler, and one line on the errors stream says so. A model with
+calendar inputs computes them from each row's time cell (the time column must be in the header): a row whose time
+cannot be read is a bad row.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from .monitor import DEFAULT_THRESHOLD, MonitorOptions
 from .options import GapPolicy
 from .pool import StreamPool
 from .ranges import RangeKind, RangeReport, describe, integer_input_type, summary_lines
+from .calendar import wall_seconds
 from .runner import PREV_KEY, StatefulRunner
 from .stream_watch import DEFAULT_MAX_FILL, StreamWatch
 
@@ -426,8 +432,11 @@ class _OneStream:
     def __contains__(self, key) -> bool:
         return True
 
-    def step(self, key, x):
-        return self.runner.step(x)
+    def step(self, key, x, time=None):
+        return self.runner.step(x, time)
+
+    def known(self, key) -> bool:
+        return self.runner.key_known
 
     def reset(self, key) -> None:
         self.runner.reset()
@@ -488,14 +497,19 @@ class _RunnerStreams:
 
     def add(self, key) -> None:
         runner, self._spare = (self._spare, None) if self._spare is not None else (self._new(), None)
+        if runner.metadata.panel is not None:
+            runner._set_key(key)
         runner.reset()
         if runner.on_out_of_range is not self._callback:  # a new runner
             runner.reset_range_counts()
             runner.on_out_of_range = self._callback
         self.runners[key] = runner
 
-    def step(self, key, x):
-        return self.runners[key].step(x)
+    def step(self, key, x, time=None):
+        return self.runners[key].step(x, time)
+
+    def known(self, key) -> bool:
+        return self.runners[key].key_known
 
     def reset(self, key) -> None:
         self.runners[key].reset()
@@ -573,10 +587,13 @@ class _PoolStreams:
         return key in self.pool
 
     def add(self, key) -> None:
-        self.pool.add(key)
+        self.pool.add(key, warn=False)  # run_stream reports an unseen key on its errors stream
 
-    def step(self, key, x):
-        return self.pool.step({key: x})[key]
+    def step(self, key, x, time=None):
+        return self.pool.step({key: x}, None if time is None else {key: time})[key]
+
+    def known(self, key) -> bool:
+        return self.pool.key_known(key)
 
     def reset(self, key) -> None:
         self.pool.reset(key)
@@ -594,7 +611,7 @@ class _PoolStreams:
         _check_room(path, len(states), self.capacity, self.limit)
         # Keys are added in the saved order, so each stream gets the lane it had.
         for key, state in states.items():
-            self.pool.add(key)
+            self.pool.add(key, warn=False)
             self.pool.set_state(key, state)
 
     def save(self, path, extras: dict | None = None) -> None:
@@ -689,6 +706,13 @@ def run_stream(
     else:
         streams = _OneStream(runner)
     md = runner.metadata
+    calendar = bool(md.calendar)
+    if calendar and not config.header:
+        raise BadInputError(
+            f"the model's calendar inputs ({', '.join(md.calendar)}) are computed from its time column "
+            f"{md.time_column!r}, so the input needs a header naming it; received header=False (--no-header)."
+        )
+    panel = md.panel is not None
     resumed = False
     if config.state_path is not None and os.path.exists(config.state_path):
         streams.load(config.state_path)
@@ -801,6 +825,13 @@ def run_stream(
 
     watch = StreamWatch(md, config.monitor_options, config.anomaly, config.gaps, config.max_fill, alerts, report,
                         source_name, warn)
+    checked: set = set()  # a panel model's streams checked against its training panel (an unseen one is reported)
+    if panel and not keyed:
+        watch.default_key = runner.key
+        if not runner.key_known:
+            warn(f"the model was trained on a panel of {len(md.panel.scalers)} series (key column "
+                 f"{md.panel.key_column!r}); without --stream-key every row is one stream, scaled with the global "
+                 f"scaler (pass --stream-key {md.panel.key_column} to scale each series with its own)")
     if resumed and watch.saves_anything:
         from .state_file import load_extras
 
@@ -836,6 +867,12 @@ def run_stream(
                 if problem is not None:
                     raise BadInputError(f"{source_name} line {line} (the header): {problem}.")
                 columns = _Columns(md.features, md.time_column, names, source_name, config.stream_key, delimiter)
+                if calendar and columns.time_index is None:
+                    raise BadInputError(
+                        f"{source_name}: the header lacks the time column {md.time_column!r} the model's calendar "
+                        f"inputs ({', '.join(md.calendar)}) are computed from; received header "
+                        f"{[n.strip() for n in names]}."
+                    )
                 watch.uses_time = columns.time_index is not None
                 write_header([md.time_column] if columns.time_index is not None else [])
                 continue
@@ -845,6 +882,12 @@ def run_stream(
                     x, time, key = columns.parse(text.split(delimiter) if '"' not in text else split(text))
                 except ValueError as exc:
                     problem = str(exc)
+            when = None
+            if calendar and problem is None:
+                try:
+                    when = wall_seconds(time, md.time_column)
+                except BadInputError as exc:
+                    problem = f"{str(exc).rstrip('.')} (the model's calendar inputs are computed from it)"
             if problem is not None:
                 bad_row(problem)
                 continue
@@ -853,15 +896,19 @@ def run_stream(
                     refuse(key)
                     continue
                 streams.add(key)
+            if panel and keyed and key not in checked:  # each key once, also one loaded from the state file
+                checked.add(key)
+                if not streams.known(key):
+                    warn(f"stream {key!r} was not in the training panel: using the global scaler")
             if config.reset_every is not None and since_reset.get(key, 0) == config.reset_every:
                 watch.reset(key, lambda: streams.reset(key))
                 since_reset[key] = 0
             try:
                 fed, obs = watch.before(
-                    key, x, time, line, lambda row: streams.step(key, row), lambda: streams.reset(key),
+                    key, x, time, line, lambda row, t=None: streams.step(key, row, t), lambda: streams.reset(key),
                     lambda: streams.state_of(key), lambda state: streams.set_state(key, state),
                 )
-                y = streams.step(key, fed)
+                y = streams.step(key, fed, when)
             except _RangeStop:
                 watch.undo()
                 raise

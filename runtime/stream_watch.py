@@ -97,6 +97,7 @@ class StreamWatch:
                 )
         self.sampling = Sampling.from_dict(md.sampling) if md.sampling else None
         self.uses_time = False  # set by run_stream once the header shows the time column
+        self.default_key = None  # the series of the stream without a key (a panel model's runner made with a key)
         self.monitors: dict = {}
         self.trackers: dict = {}
         self.last: dict = {}  # key -> (fed row, forecast) of the last step, the base of a gap fill
@@ -121,7 +122,9 @@ class StreamWatch:
             return None
         mon = self.monitors.get(key)
         if mon is None:
-            mon = self.monitors[key] = monitor_for(self.md, self.options)
+            # A panel model's calibration is in each series' target scale: its monitor is in the key's own units.
+            mon = self.monitors[key] = monitor_for(self.md, self.options,
+                                                   key=self.default_key if key is None else key)
         return mon
 
     # -- the state file -------------------------------------------------------------------------------------------
@@ -219,7 +222,8 @@ class StreamWatch:
         and the next row's gap check covers its time too.
 
         Args:
-            step: ``step(x) -> forecast`` of this key's model (a gap fill steps it).
+            step: ``step(x, time=None) -> forecast`` of this key's model (a gap fill steps it; a calendar model's
+                filled rows get their times from the sampling, counted back from this row's).
             reset: zero this key's model state.
             snapshot, restore: get and set this key's model state (to undo a gap's fill or reset).
 
@@ -290,7 +294,7 @@ class StreamWatch:
                   f"({self.sampling.describe()})"
         if self.policy is GapPolicy.IGNORE:
             action = "ignored (--gaps ignore)"
-        elif self.policy is GapPolicy.FILL and missing <= self.max_fill and self._fill(key, missing, step):
+        elif self.policy is GapPolicy.FILL and missing <= self.max_fill and self._fill(key, missing, step, time):
             self.counts["filled"] += missing
             action = "filled with the model's own forecasts"
         else:
@@ -300,10 +304,25 @@ class StreamWatch:
             action = f"state reset{why}; forecasts warm up again"
         self._report(f"{where}: gap: {between}; {action} (gap {self.counts['gaps']}).", self.counts["gaps"])
 
-    def _fill(self, key, missing: int, step) -> bool:
+    def _fill(self, key, missing: int, step, time: str | None = None) -> bool:
         last = self.last.get(key)
         if last is None or self.tidx is None:
             return False
+        if self.md.calendar:
+            # The missing rows' times, one period apart before this row's: what their calendar inputs would have
+            # been had they arrived.
+            from .calendar import wall_seconds
+
+            try:
+                now = wall_seconds(time, self.md.time_column or "time")
+            except BadInputError:
+                return False
+            period = self.sampling.period
+            times = iter([now - (missing + 1 - k) * period for k in range(1, missing + 1)])
+            step_model = step
+
+            def step(row):
+                return step_model(row, next(times))
         mon = self.monitors.get(key)
         try:
             self.last[key] = fill_forward(*last, self.tidx, missing, step, None if mon is None else mon.advance)

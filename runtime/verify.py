@@ -173,17 +173,25 @@ def verify(model_path, golden_path=None, backend: str = "auto") -> VerifyReport:
             f"{golden_path}: expected x (steps, {len(md.features)}) and y_keras (steps, {md.horizon}, "
             f"{len(md.targets)}) for this model; received x {golden.x.shape}, y_keras {golden.y.shape}."
         )
+    if md.panel is not None:
+        runner._set_key(golden.key)  # the trace's series (None, or a key not in the panel: the global scaler)
+    if md.calendar and golden.times is None:
+        raise GoldenFileError(
+            f"{golden_path}: expected the rows' times for a model with calendar inputs ({', '.join(md.calendar)}); "
+            f"received a golden trace without them. Convert the model again to write one."
+        )
     # One lane's rows: the range counts are the golden trace's, whatever the batch.
     xs = golden.x if runner.batch == 1 else np.repeat(golden.x[:, None], runner.batch, axis=1)
     start = time.perf_counter()
-    y = runner.run(xs)
+    y = runner.run(xs, times=golden.times)
     seconds = time.perf_counter() - start
     ranges = _one_lane(runner.range_report, runner.batch)
     m = error_metrics(y, golden.y, golden.target_scale)
     monitor = None
     if golden.monitor is not None and md.residuals is not None:
         lane = y if runner.batch == 1 else y[:, 0]
-        monitor = compare_monitor(golden, monitor_trace(md, golden.x, lane, golden.monitor["levels"]), md)
+        monitor = compare_monitor(golden, monitor_trace(md, golden.x, lane, golden.monitor["levels"], golden.key),
+                                  md)
     return VerifyReport(
         model=str(model_path),
         golden=str(golden_path),

@@ -99,3 +99,78 @@ def make_panel(src: Path, dst: Path, scalers: dict | None = None, key_column: st
     md.update(fields)
     dst.write_bytes(replace_metadata(Path(src).read_bytes(), md))
     return dst
+
+
+# The calendar test model: 2 features and 2 calendar features (4 columns) into a graph 6 wide, forecasting one
+# target 2 steps ahead, with an hourly time column.
+CAL_FEATURES = ["load", "temp"]
+CAL_CALENDAR = ["hour", "dow"]
+CAL_TIME = "ts"
+CAL_HORIZON = 2
+
+
+def residuals_entry(horizon: int, targets: int, scale: float = 1.0) -> dict:
+    """A residual calibration of a plausible shape: |residual| quantiles growing with the horizon step."""
+    from statelite.monitor import PROBS
+
+    q = [[[scale * (h + 1) * (0.05 + 2.0 * p) for p in PROBS] for _ in range(targets)] for h in range(horizon)]
+    return {"source": "validation split", "steps": 200, "probs": list(PROBS), "quantiles": q,
+            "tail": [[0.5 * scale * (h + 1)] * targets for h in range(horizon)]}
+
+
+def build_calendar_graph(folder: Path, quant: str = "float32", io: str = "float", batch: int = 1,
+                         chunk: int = 1) -> Path:
+    """A tiny seeded GRU whose input is ``len(CAL_FEATURES) + 2 * len(CAL_CALENDAR)`` wide, converted from a bare
+    ``.keras`` file (TensorFlow)."""
+    import keras
+
+    from statelite.convert import ConvertConfig, convert
+
+    width = len(CAL_FEATURES) + 2 * len(CAL_CALENDAR)
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((None, width))
+    h = keras.layers.GRU(8, return_sequences=True)(inp)
+    src = folder / f"cal_{width}.keras"
+    if not src.exists():
+        keras.Model(inp, keras.layers.Dense(CAL_HORIZON)(h)).save(src)
+    out = folder / f"cal_{quant}_{io}_b{batch}_c{chunk}.tflite"
+    convert(src, out, ConvertConfig(quant=quant, io=io, batch=batch, chunk=chunk), log=None)
+    return out
+
+
+def make_calendar_panel(graph: Path, dst: Path, scalers: dict | None = None, residuals: bool = True) -> Path:
+    """``graph`` (from ``build_calendar_graph``) relabelled: features load, temp; target load over 2 steps; time
+    column ts (hourly); calendar hour, dow; a panel of ``scalers`` (key -> {offset, scale}) when given."""
+    md = read_json(graph)
+    sampling = {"kind": "datetime", "period": 3600.0, "regular": 1.0}
+    extra = {"residuals": residuals_entry(CAL_HORIZON, 1)} if residuals else {}
+    return make_panel(
+        graph, dst, scalers, key_column="site", calendar=CAL_CALENDAR, features=CAL_FEATURES, targets=["load"],
+        time_column=CAL_TIME, horizon=CAL_HORIZON, graph_scales_inputs=False, graph_scales_outputs=False,
+        scaler={"kind": "standard", "feature_offset": [10.0, 20.0], "feature_scale": [2.0, 5.0],
+                "target_offset": [10.0], "target_scale": [2.0]},
+        sampling=sampling, warmup_steps=0, parity=None, **extra,
+    )
+
+
+# Per-key scalers that are the global scaler times a factor: a series b times another's values, scaled with b times
+# its scaler, reaches the graph as the same numbers, so its forecast is exactly b times the other's.
+FACTORS = {"small": 0.01, "mid": 3.0, "large": 750.0}
+
+
+def factor_scalers(src: Path, factors: dict = FACTORS) -> dict:
+    """``{key: {feature_offset, ...}}`` of ``src``'s scaler times each key's factor (offsets and scales)."""
+    sc = read_json(src)["scaler"]
+    return {k: {f: [b * v for v in sc[f]] for f in ("feature_offset", "feature_scale", "target_offset",
+                                                     "target_scale")} for k, b in factors.items()}
+
+
+def make_factor_panel(src: Path, dst: Path, factors: dict = FACTORS, key_column: str = "series", **fields) -> Path:
+    """A copy of ``src`` as a panel whose keys' scalers are its global scaler times ``factors``."""
+    md = read_json(src)
+    md["panel"] = {"key_column": key_column, "scalers": factor_scalers(src, factors), "residual_units": "target_scale"}
+    md["format_version"] = 3
+    md["input_range"] = None
+    md.update(fields)
+    dst.write_bytes(replace_metadata(Path(src).read_bytes(), md))
+    return dst
