@@ -16,46 +16,58 @@ def _split_columns(ctx, param, values):
     return tuple(name for name in names if name) or None
 
 
+_TRAIN_OPTIONS = [
+    click.argument("data", required=False),
+    click.option("--target", "targets", multiple=True, metavar="COL", help="Column to forecast; repeat for several."),
+    click.option(
+        "--features", multiple=True, callback=_split_columns, metavar="COL,...",
+        help="Model input columns (comma-separated or repeated). Default: the targets.",
+    ),
+    click.option("--time-column", metavar="COL", help="Timestamps, kept for plots and series.npz; not a model input."),
+    click.option(
+        "--series-column", metavar="COL",
+        help="Column naming the series of each row: one model learns from every series (a panel).",
+    ),
+    click.option(
+        "--calendar", metavar="FEATURE,...",
+        help=f"Calendar inputs from the time column, as sin/cos pairs: {', '.join(choices(CalendarFeature))}.",
+    ),
+    click.option(
+        "--strategy", type=click.Choice(choices(Strategy)),
+        help="tf.distribute strategy: mirrored (this machine's devices), multi-worker (TF_CONFIG).  [default: none]",
+    ),
+    click.option("--cell", type=click.Choice(choices(Cell)), help="Recurrent cell.  [default: gru]"),
+    click.option("--units", type=int, help="Units per recurrent layer.  [default: 32]"),
+    click.option("--layers", type=int, help="Stacked recurrent layers, 1-4.  [default: 1]"),
+    click.option("--dropout", type=float, help="Dropout after each recurrent layer.  [default: 0]"),
+    click.option("--window", type=int, help="Training chunk and windowed-evaluation length, in rows.  [default: 52]"),
+    click.option("--horizon", type=int, help="Steps ahead forecast at every step.  [default: 4]"),
+    click.option("--burn-in", type=int, help="Unsupervised warm-up steps at the start of each chunk.  [default: window/4]"),
+    click.option("--scaler", type=click.Choice(choices(ScalerKind)), help="Scaling to model units.  [default: standard]"),
+    click.option("--fill", type=click.Choice(choices(Fill, exclude=(Fill.NONE,))), help="Fill missing cells.  [default: error on them]"),
+    click.option("--difference/--no-difference", default=None, help="Model steps (X_t - X_{t-1}) instead of levels."),
+    click.option("--season", type=int, metavar="P", help="Season length in rows, for the seasonal-naive baseline."),
+    click.option("--epochs", type=int, help="Most epochs; early stopping may end sooner.  [default: 40]"),
+    click.option("--batch-size", type=int, help="Chunks per batch.  [default: 32]"),
+    click.option("--learning-rate", type=float, help="Adam learning rate.  [default: 0.003]"),
+    click.option("--patience", type=int, help="Epochs without a better val loss before stopping.  [default: 6]"),
+    click.option("--val-fraction", type=float, help="Validation share of the rows (after train).  [default: 0.15]"),
+    click.option("--test-fraction", type=float, help="Test share of the rows (the last ones).  [default: 0.15]"),
+    click.option("--seed", type=int, help="Seed for weights, chunk order and dropout.  [default: 0]"),
+    click.option("--out", required=True, type=click.Path(file_okay=False), metavar="RUN_DIR", help="Run folder to write."),
+    click.option("--quiet", "-q", is_flag=True, help="No per-epoch progress lines."),
+]
+
+
+def train_options(command):
+    """Decorate ``command`` with DATA and every option of ``statelite train`` (``statelite backtest`` shares them)."""
+    for option in reversed(_TRAIN_OPTIONS):
+        command = option(command)
+    return command
+
+
 @click.command()
-@click.argument("data", required=False)
-@click.option("--target", "targets", multiple=True, metavar="COL", help="Column to forecast; repeat for several.")
-@click.option(
-    "--features", multiple=True, callback=_split_columns, metavar="COL,...",
-    help="Model input columns (comma-separated or repeated). Default: the targets.",
-)
-@click.option("--time-column", metavar="COL", help="Timestamps, kept for plots and series.npz; not a model input.")
-@click.option(
-    "--series-column", metavar="COL",
-    help="Column naming the series of each row: one model learns from every series (a panel).",
-)
-@click.option(
-    "--calendar", metavar="FEATURE,...",
-    help=f"Calendar inputs from the time column, as sin/cos pairs: {', '.join(choices(CalendarFeature))}.",
-)
-@click.option(
-    "--strategy", type=click.Choice(choices(Strategy)),
-    help="tf.distribute strategy: mirrored (this machine's devices), multi-worker (TF_CONFIG).  [default: none]",
-)
-@click.option("--cell", type=click.Choice(choices(Cell)), help="Recurrent cell.  [default: gru]")
-@click.option("--units", type=int, help="Units per recurrent layer.  [default: 32]")
-@click.option("--layers", type=int, help="Stacked recurrent layers, 1-4.  [default: 1]")
-@click.option("--dropout", type=float, help="Dropout after each recurrent layer.  [default: 0]")
-@click.option("--window", type=int, help="Training chunk and windowed-evaluation length, in rows.  [default: 52]")
-@click.option("--horizon", type=int, help="Steps ahead forecast at every step.  [default: 4]")
-@click.option("--burn-in", type=int, help="Unsupervised warm-up steps at the start of each chunk.  [default: window/4]")
-@click.option("--scaler", type=click.Choice(choices(ScalerKind)), help="Scaling to model units.  [default: standard]")
-@click.option("--fill", type=click.Choice(choices(Fill, exclude=(Fill.NONE,))), help="Fill missing cells.  [default: error on them]")
-@click.option("--difference/--no-difference", default=None, help="Model steps (X_t - X_{t-1}) instead of levels.")
-@click.option("--season", type=int, metavar="P", help="Season length in rows, for the seasonal-naive baseline.")
-@click.option("--epochs", type=int, help="Most epochs; early stopping may end sooner.  [default: 40]")
-@click.option("--batch-size", type=int, help="Chunks per batch.  [default: 32]")
-@click.option("--learning-rate", type=float, help="Adam learning rate.  [default: 0.003]")
-@click.option("--patience", type=int, help="Epochs without a better val loss before stopping.  [default: 6]")
-@click.option("--val-fraction", type=float, help="Validation share of the rows (after train).  [default: 0.15]")
-@click.option("--test-fraction", type=float, help="Test share of the rows (the last ones).  [default: 0.15]")
-@click.option("--seed", type=int, help="Seed for weights, chunk order and dropout.  [default: 0]")
-@click.option("--out", required=True, type=click.Path(file_okay=False), metavar="RUN_DIR", help="Run folder to write.")
-@click.option("--quiet", "-q", is_flag=True, help="No per-epoch progress lines.")
+@train_options
 def train(data, quiet, **options):
     """Train a recurrent forecaster for streaming and write a run folder.
 
