@@ -433,7 +433,7 @@ class _OneStream:
         return True
 
     def step(self, key, x, time=None):
-        return self.runner.step(x, time)
+        return self.runner.step(x) if time is None else self.runner.step(x, time)
 
     def known(self, key) -> bool:
         return self.runner.key_known
@@ -506,7 +506,7 @@ class _RunnerStreams:
         self.runners[key] = runner
 
     def step(self, key, x, time=None):
-        return self.runners[key].step(x, time)
+        return self.runners[key].step(x) if time is None else self.runners[key].step(x, time)
 
     def known(self, key) -> bool:
         return self.runners[key].key_known
