@@ -216,8 +216,14 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None,
             log(f"worker {worker.index}/{worker.count}: done, weights sha256 {throughput['weights_sha256']}")
         seconds = time.perf_counter() - started
         return TrainResult(out, config, {"throughput": throughput}, tuple(history), seconds, fit_seconds, (), model)
-    if log is not None and worker.distributed:
-        log(f"worker 0/{worker.count}: weights sha256 {throughput['weights_sha256']}")
+    if worker.distributed:
+        if log is not None:
+            log(f"worker 0/{worker.count}: weights sha256 {throughput['weights_sha256']}")
+        # Evaluating and saving need no other worker: a plain copy of the model, outside the strategy (Keras's
+        # predict on the distributed one runs collective ops, which fail once the other workers have finished).
+        plain = _compiled_model(config, n_inputs, n_outputs)
+        plain.set_weights(model.get_weights())
+        model = plain
 
     evaluated = [_evaluate_member(model, source, m, config, kept.get(m.key)) for m in members]
     per_series = {str(m.key): e["test"] for m, e in zip(members, evaluated)}
