@@ -5,6 +5,8 @@ Workstation (pip install 'statelite[train]'):
   statelite train --out runs/co2            train a forecaster on a CSV (default: bundled Mauna Loa CO2)
   statelite convert runs/co2 --quant int8 --out co2.tflite
                                             one-step TFLite with named state, parity-checked
+  statelite backtest data.csv --folds 4 --out bt
+                                            rolling-origin backtest: K folds against the baselines
   statelite quickstart                      the whole path on the bundled data
 
 \b
@@ -35,9 +37,9 @@ def main() -> None:
 
 def _register() -> None:
     # Command modules are light: each imports its library (and TensorFlow, where needed) inside the command.
-    from . import convert, device, train
+    from . import backtest, convert, device, train
 
-    for module in (train, convert, device):
+    for module in (train, backtest, convert, device):
         for command in module.COMMANDS:
             main.add_command(command)
 
