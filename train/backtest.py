@@ -401,10 +401,13 @@ def backtest_plot(path: Path, result: BacktestResult) -> None:
         if result.mean.get(name) is not None:
             ax.axhline(result.mean[name]["rmse"], color=color, linestyle=":", linewidth=1)
     ax.set_xticks(x, [f"fold {f.index}\n{f.rows} rows" for f in folds])
+    tallest = max(getattr(f, name)["rmse"] for f in folds for name, _, _ in names)
+    ax.set_ylim(0, 1.25 * tallest if math.isfinite(tallest) and tallest > 0 else None)  # room for the legend
     ax.set_ylabel("test RMSE (raw units" + (", pooled)" if result.panel else ")"))
     ratio = result.mean["ratio_to_persistence"]
-    ax.set_title(f"rolling-origin backtest, {len(folds)} folds: model RMSE {_number(ratio)}x persistence's on average")
-    ax.legend(loc="best", fontsize="small")
+    title = f"rolling-origin backtest, {len(folds)} folds"
+    ax.set_title(title if ratio is None else f"{title}: model RMSE {ratio:.3f}x persistence's on average")
+    ax.legend(loc="upper center", ncol=len(names), fontsize="small")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
