@@ -12,7 +12,7 @@ import numpy as np
 import statelite
 from statelite.errors import BadInputError, CheckFailed, IncompatibleModelError
 from statelite.golden import GOLDEN_FORMAT_VERSION, golden_path_for, monitor_trace, write_golden
-from statelite.metadata import InputRange, ModelMetadata, Quantization, StateSpec, TensorSpec
+from statelite.metadata import InputRange, ModelMetadata, Panel, Quantization, Scaler, StateSpec, TensorSpec
 from statelite.tflite_file import read_tflite
 from statelite.transform import Transform
 
@@ -85,8 +85,11 @@ def graph_transform(source: Source, quant: Quant) -> Transform:
     normalised when kept on the host, over 15 runs on three public series). Measured on the bundled data (int8, normalised RMSE vs Keras):
     the LSTM 0.089 unfolded against 0.155 with the input side folded, the GRU's max error 0.29 unfolded against 0.68
     with the output side folded. Folding would also put raw columns of different ranges under one activation scale
-    (or one weight scale per channel), which several features of different units cannot share."""
-    floating = quant is Quant.FLOAT32
+    (or one weight scale per channel), which several features of different units cannot share.
+
+    Panel models (one scaler per series, chosen on the device by the stream's key) and models with calendar inputs
+    (appended after scaling) keep the scaler on the host in every mode."""
+    floating = quant is Quant.FLOAT32 and source.panel is None and not source.calendar
     return Transform(
         source.scaler,
         source.difference,
@@ -96,6 +99,37 @@ def graph_transform(source: Source, quant: Quant) -> Transform:
         graph_scales_inputs=floating,
         graph_scales_outputs=floating,
     )
+
+
+def key_scaler(source: Source, key: str | None) -> Scaler:
+    """The scaler of panel series ``key`` (the global one for None, or for a single-series model)."""
+    if source.panel is None or key is None:
+        return source.scaler
+    d = source.panel["scalers"][key]
+    return Scaler(source.scaler.kind, *(tuple(float(v) for v in d[f]) for f in (
+        "feature_offset", "feature_scale", "target_offset", "target_scale")))
+
+
+def key_transform(source: Source, transform: Transform, key: str | None) -> Transform:
+    """``transform`` with the scaler of panel series ``key`` (``transform`` itself for a single-series model)."""
+    if source.panel is None:
+        return transform
+    return Transform(key_scaler(source, key), source.difference, source.features, source.targets, source.horizon,
+                     transform.graph_scales_inputs, transform.graph_scales_outputs)
+
+
+def graph_inputs(source: Source, transform: Transform, rows: np.ndarray, times, scaled: bool) -> np.ndarray:
+    """A stream's inputs from a fresh state: the features (scaled for Keras, or as the step graph takes them) and,
+    for a calendar model, the calendar columns of the rows' time cells."""
+    x = transform.sequence_inputs(rows.astype(np.float64), scaled=scaled)
+    if not source.calendar:
+        return x
+    from statelite.calendar import cell_values
+
+    if times is None:
+        raise BadInputError("expected the time column in the run's series.npz for the calendar inputs, Received: none")
+    cal = cell_values([str(t) for t in times], source.calendar, source.time_column or "time").astype(np.float32)
+    return np.concatenate([x, cal], axis=1)
 
 
 def _quantize_op_range(model: bytes, input_name: str) -> tuple[float, float, float] | None:
@@ -119,8 +153,10 @@ def _quantize_op_range(model: bytes, input_name: str) -> tuple[float, float, flo
 def input_range(source: Source, transform: Transform, model: bytes, x_spec: TensorSpec) -> InputRange:
     """The training range of each graph input column in raw units (first differences when differencing), and for an
     integer input the range beyond which its quantization clips, mapped back to raw units per column."""
-    rows = source.calibration_rows.astype(np.float64)
-    values = np.diff(rows, axis=0) if source.difference else rows
+    streams = [source.calibration_rows] + [rows for _, rows, _ in source.more_calibration]
+    streams = [r.astype(np.float64) for r in streams if len(r)]
+    rows = np.concatenate(streams) if streams else source.calibration_rows.astype(np.float64)
+    values = np.concatenate([np.diff(r, axis=0) for r in streams]) if source.difference and streams else rows
     if not len(values):
         values = np.zeros((1, rows.shape[1]))
     clip = None
@@ -131,6 +167,8 @@ def input_range(source: Source, transform: Transform, model: bytes, x_spec: Tens
     elif x_spec.dtype == "float32":
         clip = _quantize_op_range(model, X_NAME)
     clip_min = clip_max = None
+    if source.panel is not None:
+        clip = None  # each series has its own scaler: the grid's ends are at different raw values for each key
     if clip is not None:
         # Every value is rounded to the grid with an error up to half a step; beyond the grid's ends by more than
         # that, the value is clipped. (The grid's top is a fraction of a step below the calibrated maximum.)
@@ -225,6 +263,12 @@ def build_metadata(
         residuals=_residuals(source),
         sampling=source.sampling,
         versions=_tf_versions(),
+        calendar=source.calendar,
+        panel=None if source.panel is None else Panel(
+            source.panel["key_column"] or "series",
+            {key: key_scaler(source, key) for key in source.panel["scalers"]},
+            source.panel["residual_units"],
+        ),
     )
 
 
@@ -333,10 +377,18 @@ def _convert_one(source: Source, out: Path, config: ConvertConfig, log) -> Conve
     shapes = {n: (config.batch, source.layers[int(n.split("_")[1])].units) for n in names}
     samples = calibration = None
     if config.quant in (Quant.INT8, Quant.INT16X8):
-        cal = transform.sequence_inputs(source.calibration_rows.astype(np.float64), scaled=False)
-        steps = len(cal) if config.calibration_steps is None else min(config.calibration_steps, len(cal))
-        log(f"calibrating on {steps} steps of the training split (headroom {config.headroom:g}x)")
-        samples = calibration_samples(step_fn, shapes, cal, config.batch, steps, config.headroom)
+        streams = [(source.parity_key, source.calibration_rows, source.calibration_times)]
+        streams += list(source.more_calibration)
+        cals = [graph_inputs(source, key_transform(source, transform, key), rows, times, scaled=False)
+                for key, rows, times in streams if len(rows)]
+        total = sum(len(c) for c in cals)
+        steps = total if config.calibration_steps is None else min(config.calibration_steps, total)
+        where = "the training split" if len(cals) == 1 else f"the training splits of {len(cals)} series"
+        log(f"calibrating on {steps} steps of {where} (headroom {config.headroom:g}x)")
+        samples = []
+        for cal in cals:  # each series rolled from a zero state, its share of the steps
+            share = max(1, round(steps * len(cal) / total))
+            samples += calibration_samples(step_fn, shapes, cal, config.batch, share, config.headroom)
         calibration = calibration_summary(samples, steps, config.headroom)
         if config.chunk > 1:
             # Several signatures: the calibrator wants (signature key, inputs by name) for every sample.
@@ -354,17 +406,23 @@ def _convert_one(source: Source, out: Path, config: ConvertConfig, log) -> Conve
 
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = source.parity_rows.astype(np.float64)
-    keras_y = transform.outputs(
-        parity_mod.keras_sequence_outputs(source.keras_model, transform.sequence_inputs(rows)), rows
+    parity_transform = key_transform(source, transform, source.parity_key)
+    keras_y = parity_transform.outputs(
+        parity_mod.keras_sequence_outputs(
+            source.keras_model, graph_inputs(source, parity_transform, rows, source.parity_times, scaled=True)
+        ),
+        rows,
     )
     # First pass: metadata without parity, so the runtime can run the file exactly as a device would.
     metadata = build_metadata(source, config, transform, model, None, calibration)
     _write_atomic(out, finalize(model, metadata.to_json(), _output_headroom(config)))
-    runner = statelite.StatefulRunner(out, backend="litert", allow_nonfinite=True)
+    runner = statelite.StatefulRunner(out, backend="litert", allow_nonfinite=True, **_key_arg(source))
     xs = rows if config.batch == 1 else np.repeat(rows[:, None], config.batch, axis=1)
-    log(f"proving parity over {len(rows)} test steps")
-    tflite_y = runner.run(xs, chunked=False)  # the device's path: one step per call
-    scale = parity_mod.normalising_scale(transform, keras_y, scaled=source.scaler.kind != "none")
+    times = _times_arg(source)
+    where = f" of series {source.parity_key!r}" if source.parity_key is not None else ""
+    log(f"proving parity over {len(rows)} test steps{where}")
+    tflite_y = runner.run(xs, chunked=False, **times)  # the device's path: one step per call
+    scale = parity_mod.normalising_scale(parity_transform, keras_y, scaled=source.scaler.kind != "none")
     metrics = parity_mod.parity_metrics(tflite_y, keras_y, scale, source.parity_truth, source.horizon)
     check_forecast = source.parity_truth is not None
     problems = parity_mod.violations(config.quant, metrics, check_forecast=check_forecast)
@@ -372,12 +430,14 @@ def _convert_one(source: Source, out: Path, config: ConvertConfig, log) -> Conve
     parity = {"tolerance": tol, "passed": not problems, **metrics}
     if config.chunk > 1:
         runner.reset()
-        chunk_metrics = parity_mod.parity_metrics(runner.run(xs), keras_y, scale, source.parity_truth, source.horizon)
+        chunk_metrics = parity_mod.parity_metrics(runner.run(xs, **times), keras_y, scale, source.parity_truth,
+                                                  source.horizon)
         chunk_problems = parity_mod.violations(config.quant, chunk_metrics, check_forecast=check_forecast)
         problems += [f"chunk signature: {p}" for p in chunk_problems]
         parity["chunk"] = {"passed": not chunk_problems, **chunk_metrics}
         parity["passed"] = not problems
-    written = _Written(model, metadata, parity, problems, rows, keras_y, scale, tol, config)
+    written = _Written(model, metadata, parity, problems, rows, keras_y, scale, tol, config, source.parity_key,
+                       source.parity_times if source.calendar else None)
     return written.write(out, log)
 
 
@@ -394,6 +454,8 @@ class _Written:
     scale: np.ndarray
     tol: dict
     config: ConvertConfig
+    key: str | None = None  # the panel series the golden trace comes from
+    times: np.ndarray | None = None  # its time cells (calendar models)
 
     def write(self, out: Path, log, auto: dict | None = None) -> ConvertResult:
         parity = dict(self.parity, auto=auto) if auto else self.parity
@@ -402,8 +464,14 @@ class _Written:
         _write_atomic(out, final)
         golden = golden_path_for(out)
         n = min(self.config.golden_steps, len(self.rows))
+        extra = {}
+        if self.key is not None:
+            extra["key"] = self.key
+        if self.times is not None:
+            extra["times"] = self.times[:n]
         write_golden(golden, final, metadata, self.rows[:n], self.keras_y[:n], self.scale, self.tol,
-                     monitor_trace(metadata, self.rows[:n], self.keras_y[:n]))
+                     monitor_trace(metadata, self.rows[:n], self.keras_y[:n], **({"key": self.key} if self.key else {})),
+                     **extra)
         quant = self.config.quant
         table = parity_mod.format_table(self.parity, quant)
         log(f"parity over the test split ({'PASS' if not self.problems else 'FAIL'}):\n{table}")
@@ -411,6 +479,14 @@ class _Written:
         if self.problems and self.config.check_parity:
             raise CheckFailed(f"parity check failed for {out} (written for inspection): " + "; ".join(self.problems) + ".")
         return ConvertResult(out, golden, metadata, parity, tuple(self.problems), table, self)
+
+
+def _key_arg(source: Source) -> dict:
+    return {"key": source.parity_key} if source.parity_key is not None else {}
+
+
+def _times_arg(source: Source) -> dict:
+    return {"times": [str(t) for t in source.parity_times]} if source.calendar else {}
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

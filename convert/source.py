@@ -64,6 +64,18 @@ class Source:
     origin: str
     residuals: dict | None = None  # the run's validation residual calibration (statelite.monitor), carried as is
     sampling: dict | None = None  # the run's time column sampling (statelite.timecol.Sampling)
+    calendar: tuple[str, ...] = ()  # calendar inputs appended to the features (statelite.calendar)
+    # A panel run: {"key_column", "scalers": {key: scaler dict}, "residual_units"}; ``scaler`` is then the global one
+    panel: dict | None = None
+    parity_key: str | None = None  # the panel series the parity rows come from
+    calibration_times: np.ndarray | None = None  # time cells of calibration_rows (calendar models)
+    parity_times: np.ndarray | None = None  # time cells of parity_rows (calendar models)
+    # The other panel series kept in the run, as (key, training rows, their time cells): calibrated on as well
+    more_calibration: tuple = ()
+
+    @property
+    def n_user_features(self) -> int:
+        return len(self.features)
 
 
 def _activation_name(fn, layer_name: str) -> str:
@@ -172,6 +184,21 @@ def _load_run(run_dir: Path) -> Source:
     model = _load_keras(info.model_path)
     layers, head, n_features = extract_layers(model)
     a, b = info.split["train"][1], info.split["test"][0]
+    panel, parity_key, more = None, None, ()
+    if info.panel is not None:
+        members = info.panel["series"]
+        panel = {
+            "key_column": info.panel.get("key_column"),
+            "scalers": {key: dict(m["scaler"]) for key, m in members.items()},
+            "residual_units": info.panel.get("residual_units", "target_scale"),
+        }
+        parity_key = info.sample[0][0]
+        more = tuple(
+            (key, s.features[: members[key]["split"]["train"][1]],
+             None if s.time is None else s.time[: members[key]["split"]["train"][1]])
+            for key, s in info.sample[1:]
+        )
+    time = series.time
     return Source(
         keras_model=model,
         layers=layers,
@@ -190,6 +217,12 @@ def _load_run(run_dir: Path) -> Source:
         origin=str(run_dir),
         residuals=info.raw.get("residuals"),
         sampling=info.raw.get("sampling"),
+        calendar=info.calendar,
+        panel=panel,
+        parity_key=parity_key,
+        calibration_times=None if time is None else time[:a],
+        parity_times=None if time is None else time[b:],
+        more_calibration=more,
     )
 
 
