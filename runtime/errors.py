@@ -55,6 +55,10 @@ class InterpreterNotFoundError(StateliteError, ImportError):
     """No TFLite interpreter is installed (or the one asked for is missing)."""
 
 
+class WorkerLostError(StateliteError, RuntimeError):
+    """A multi-worker training run lost a worker (it failed, was killed, or cannot be reached): the run stops."""
+
+
 class UnseenKeyWarning(UserWarning):
     """A panel model was given a stream whose key was not among its training series: it runs with the model's
     global scaler, and its forecasts may be less accurate than a training series'. Issued once per key."""

@@ -18,7 +18,7 @@ import dataclasses
 import json
 import os
 
-from statelite.errors import BadInputError
+from statelite.errors import BadInputError, WorkerLostError
 from statelite.options import Strategy
 
 
@@ -112,6 +112,25 @@ def train_step(worker: Worker, model, optimizer):
 def distribute(worker: Worker, dataset):
     """The dataset as the strategy feeds it (each worker's own dataset, already its share)."""
     return worker.strategy.experimental_distribute_dataset(dataset)
+
+
+def run_epoch(worker: Worker, step, dataset) -> list[float]:
+    """One epoch of ``step`` over the distributed ``dataset``: the global loss of each step.
+
+    Raises:
+        WorkerLostError: another worker failed or cannot be reached (TensorFlow's collective ops report it); the run
+            stops on every worker and nothing is written.
+    """
+    import tensorflow as tf
+
+    try:
+        return [float(step(*batch)) for batch in distribute(worker, dataset)]
+    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError) as exc:
+        first = " ".join(str(exc.message).split())[:300]
+        raise WorkerLostError(
+            f"worker {worker.index}/{worker.count}: lost the other workers of the run ({first}); a multi-worker run "
+            f"stops when any worker fails and writes nothing: restart every worker"
+        ) from None
 
 
 def weights_digest(model) -> str:

@@ -184,7 +184,7 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None,
             fit = model.fit(dataset, epochs=1, shuffle=False, verbose=0)
             loss = float(fit.history["loss"][0])
         else:
-            losses = [float(step(*batch)) for batch in dist.distribute(worker, dataset)]
+            losses = dist.run_epoch(worker, step, dataset)
             loss = float(np.mean(losses)) if losses else math.nan
         windows_seen += train_chunks
         val_pred = _predict(model, val_batch[0], worker.distributed)
