@@ -94,11 +94,6 @@ def _errors(forecast: np.ndarray, actual: np.ndarray) -> dict[str, float]:
     return {"rmse": float(np.sqrt(np.mean(err**2))), "mae": float(np.mean(np.abs(err)))}
 
 
-def _weighted_mse(pred: np.ndarray, target: np.ndarray, weights: np.ndarray) -> float:
-    per_step = np.mean((pred.astype(np.float64) - target) ** 2, axis=-1)
-    return float(np.sum(per_step * weights) / max(np.sum(weights), 1.0))
-
-
 def train(config: TrainConfig, *, log: Callable[[str], None] | None = None,
           source: P.PanelSource | None = None) -> TrainResult:
     """Train a forecaster and write its run folder (``config.out``).
@@ -150,7 +145,9 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None,
             f"expected --batch-size divisible by the {replicas} replicas of --strategy {config.strategy.value} (each "
             f"takes an equal share of the global batch), Received: batch_size={config.batch_size}"
         )
-    val_batch = P.validation_chunks(source, members, config)
+    # In memory (one file): the validation chunks are made once. Shards: one series at a time, every epoch, so
+    # memory does not grow with the panel.
+    val_batches = None if source.lazy else [P.validation_chunks(source, [m], config) for m in members]
     n_inputs = len(config.features) + 2 * len(config.calendar)
     n_outputs = horizon * len(config.targets)
 
@@ -187,8 +184,7 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None,
             losses = dist.run_epoch(worker, step, dataset)
             loss = float(np.mean(losses)) if losses else math.nan
         windows_seen += train_chunks
-        val_pred = _predict(model, val_batch[0], worker.distributed)
-        val_loss = _weighted_mse(val_pred, val_batch[1], val_batch[2])
+        val_loss = _validation_loss(model, source, members, config, worker.distributed, val_batches)
         history.append({"epoch": epoch, "loss": loss, "val_loss": val_loss})
         improved = val_loss < best_loss
         if improved:
@@ -225,11 +221,14 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None,
         plain.set_weights(model.get_weights())
         model = plain
 
-    evaluated = [_evaluate_member(model, source, m, config, kept.get(m.key)) for m in members]
-    per_series = {str(m.key): e["test"] for m, e in zip(members, evaluated)}
-    test = evaluated[0]["test"] if not panel else pooled_metrics([e["test"] for e in evaluated])
-    monitoring = _panel_monitoring(evaluated, members, config, panel)
-    sampling = _sampling(next(iter(kept.values())))
+    first_key = next(iter(kept))
+    first = kept[first_key]
+    first_member = next(m for m in members if m.key == first_key)
+    tests, first_out = _evaluate_members(model, source, members, config, kept, first_key)
+    per_series = {str(m.key): t for m, t in zip(members, tests)}
+    test = tests[0] if not panel else pooled_metrics(tests)
+    monitoring = _panel_monitoring(model, source, members, config, kept, panel)
+    sampling = _sampling(first)
     test["coverage"] = monitoring.pop("coverage")
     test["anomaly_rate"] = monitoring.pop("anomaly_rate")
     metrics = {
@@ -243,9 +242,6 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None,
     }
     if panel:
         metrics["series"] = per_series
-    first_key = next(iter(kept))
-    first = kept[first_key]
-    first_member = next(m for m in members if m.key == first_key)
     split = (first_member.a, first_member.b)
     diagnostics = diagnose(first if not panel else None, split, config, metrics, history)
 
@@ -257,7 +253,7 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None,
     from . import plots
 
     plots.loss_plot(out / "loss.png", history, best_epoch)
-    stream_out = evaluated[[m.key for m in members].index(first_key)]["stream_out"]
+    stream_out = first_out
     n, b = first.rows, first_member.b
     positions = np.arange(0, n - b - 1)
     forecast = D.decode_forecast(
@@ -311,16 +307,41 @@ def _predict(model, x: np.ndarray, distributed: bool) -> np.ndarray:
     return np.concatenate([np.asarray(model(x[i:i + 256], training=False)) for i in range(0, len(x), 256)])
 
 
-def _evaluate_member(model, source: P.PanelSource, m: P.Member, config: TrainConfig, series: D.Series | None):
-    """One series' test figures and its whole-series streaming forecasts (for the intervals)."""
-    series = series if series is not None else source.load(m.key)
-    test_x, _, _ = P.model_stream(series, m, config, m.b, m.rows)
-    test = evaluate(model, series, test_x, m.b, config, m.tscaler)
+def _validation_loss(model, source: P.PanelSource, members: list[P.Member], config: TrainConfig, distributed: bool,
+                     cached: list | None) -> float:
+    """The weighted MSE over every series' validation chunks (model units), one series at a time."""
+    total = weight = 0.0
+    for i, m in enumerate(members):
+        x, y, w = cached[i] if cached is not None else P.validation_chunks(source, [m], config)
+        per_step = np.mean((_predict(model, x, distributed).astype(np.float64) - y) ** 2, axis=-1)
+        total += float(np.sum(per_step * w))
+        weight += float(np.sum(w))
+    return total / max(weight, 1.0)
+
+
+def _member_forecasts(model, series: D.Series, m: P.Member, config: TrainConfig):
+    """The model streamed over a whole series from a zero state: its outputs ``(rows, H*T)`` and the raw forecasts
+    made at each row but the last ``(rows - 1, H, T)``."""
     x, _, _ = P.model_stream(series, m, config, 0, m.rows)
     out = model.predict(x[None], verbose=0)[0]
     positions = np.arange(m.rows - 1)
-    forecasts = D.decode_forecast(out[positions], series.targets[positions], m.tscaler, config.horizon, config.difference)
-    return {"test": test, "stream_out": out, "forecasts": forecasts, "targets": series.targets}
+    forecasts = D.decode_forecast(out[positions], series.targets[positions], m.tscaler, config.horizon,
+                                  config.difference)
+    return out, forecasts
+
+
+def _evaluate_members(model, source: P.PanelSource, members: list[P.Member], config: TrainConfig, kept: dict,
+                      first_key) -> tuple[list[dict], np.ndarray]:
+    """Each series' test figures (one series in memory at a time), and the first kept series' streaming outputs (for
+    forecast.png)."""
+    tests, first_out = [], None
+    for m in members:
+        series = kept.get(m.key) or source.load(m.key)
+        test_x, _, _ = P.model_stream(series, m, config, m.b, m.rows)
+        tests.append(evaluate(model, series, test_x, m.b, config, m.tscaler))
+        if m.key == first_key:
+            first_out = _member_forecasts(model, series, m, config)[0]
+    return tests, first_out
 
 
 def pooled_metrics(tests: list[dict]) -> dict[str, Any]:
@@ -417,16 +438,22 @@ def evaluate(model, series: D.Series, test_x: np.ndarray, b: int, config: TrainC
 COVERAGE_LEVELS = (0.8, 0.9, 0.95)
 
 
-def _panel_monitoring(evaluated: list[dict], members: list[P.Member], config: TrainConfig, panel: bool
-                      ) -> dict[str, Any]:
+# At most this many validation positions per series feed the residual calibration (evenly spaced): its quantiles
+# need hundreds, and the memory of a large panel's calibration must not grow with its rows.
+CALIBRATION_POSITIONS = 5000
+
+
+def _panel_monitoring(model, source: P.PanelSource, members: list[P.Member], config: TrainConfig, kept: dict,
+                      panel: bool) -> dict[str, Any]:
     """Calibrate prediction intervals and anomaly scores on the validation splits; measure them on the test splits.
 
     The model streams over each whole series from a zero state, as a device does from its first row. The forecasts
     made at validation positions whose horizon ends inside the validation split give the residuals
     (``statelite.monitor.calibrate``); a panel's residuals are divided by each series' target scale first, so series
     of any magnitude share one calibration (``residual_units: target_scale``: the device multiplies it back by the
-    stream's own scale). Each test split is then replayed through the device's own monitor
-    (``statelite.monitor.replay``), whose intervals adapt online, to measure coverage at 80, 90 and 95%.
+    stream's own scale). A second pass replays each test split through the device's own monitor
+    (``statelite.monitor.replay``), whose intervals adapt online, to measure coverage at 80, 90 and 95%. One series
+    is in memory at a time.
 
     Returns:
         ``{"residuals": calibration dict, "coverage": {"adaptive": {level: share}, "calibrated": {level: share}},
@@ -438,21 +465,25 @@ def _panel_monitoring(evaluated: list[dict], members: list[P.Member], config: Tr
     from statelite import monitor as M
 
     horizon, window = config.horizon, config.window
-    val_forecasts, val_actuals, replays = [], [], []
-    for m, e in zip(members, evaluated):
-        forecasts, targets = e["forecasts"], e["targets"]
-        unit = m.tscaler.scale if panel else np.ones(targets.shape[1])
+
+    def passes():
+        for m in members:
+            series = kept.get(m.key) or source.load(m.key)
+            unit = m.tscaler.scale if panel else np.ones(series.targets.shape[1])
+            yield m, series, _member_forecasts(model, series, m, config)[1], unit
+
+    val_forecasts, val_actuals = [], []
+    for m, series, forecasts, unit in passes():
         n, a, b = m.rows, m.a, m.b
-        actual = np.full(forecasts.shape, np.nan)
-        for k in range(horizon):
-            actual[: n - k - 1, k] = targets[k + 1:]
         val = np.arange(max(a, window - 1), b - 1)
-        val_actual = actual[val].copy()
-        val_actual[(val[:, None] + np.arange(1, horizon + 1)[None, :]) >= b] = np.nan  # the truth must be in the split
+        if len(val) > CALIBRATION_POSITIONS:
+            val = val[np.linspace(0, len(val) - 1, CALIBRATION_POSITIONS).astype(int)]
+        actual = np.full((len(val), horizon, series.targets.shape[1]), np.nan)
+        for k in range(horizon):
+            inside = val + k + 1 < b  # the truth must be in the split
+            actual[inside, k] = series.targets[val[inside] + k + 1]
         val_forecasts.append(forecasts[val] / unit)
-        val_actuals.append(val_actual / unit)
-        rows = np.arange(b, n - 1)  # the monitor sees row b first, with the forecasts made from row b on
-        replays.append((forecasts[rows] / unit, targets[rows] / unit))
+        val_actuals.append(actual / unit)
     val_forecasts, val_actuals = np.concatenate(val_forecasts), np.concatenate(val_actuals)
     if not np.isfinite(val_actuals).any():
         shortest = min(m.b - m.a for m in members)
@@ -461,22 +492,24 @@ def _panel_monitoring(evaluated: list[dict], members: list[P.Member], config: Tr
             f"Received: {shortest} validation rows; use more data or a larger --val-fraction"
         )
     calibration = M.calibrate(val_forecasts, val_actuals)
-    coverage, rate = {}, math.nan
-    for name, adapt in (("adaptive", True), ("calibrated", False)):
-        options = M.MonitorOptions(levels=COVERAGE_LEVELS, adapt=adapt)
-        hits, count, flagged, scored_rows = np.zeros(len(COVERAGE_LEVELS)), 0, 0, 0
-        for forecasts, targets in replays:
-            replayed = M.replay(calibration, forecasts, targets, options)
-            shares = M.coverage(replayed["lower"], replayed["upper"], targets)
-            hits += np.asarray(shares) * len(targets)
-            count += len(targets)
-            if adapt:
+    options = {name: M.MonitorOptions(levels=COVERAGE_LEVELS, adapt=adapt)
+               for name, adapt in (("adaptive", True), ("calibrated", False))}
+    hits = {name: np.zeros(len(COVERAGE_LEVELS)) for name in options}
+    count, flagged, scored_rows = 0, 0, 0
+    for m, series, forecasts, unit in passes():
+        rows = np.arange(m.b, m.rows - 1)  # the monitor sees row b first, with the forecasts made from row b on
+        f, y = forecasts[rows] / unit, series.targets[rows] / unit
+        count += len(rows)
+        for name, option in options.items():
+            replayed = M.replay(calibration, f, y, option)
+            hits[name] += np.asarray(M.coverage(replayed["lower"], replayed["upper"], y)) * len(rows)
+            if option.adapt:
                 scored = np.isfinite(replayed["score"])
                 flagged += int(replayed["anomaly"][scored].sum())
                 scored_rows += int(scored.sum())
-        coverage[name] = {f"{level:g}": round(float(v), 4) for level, v in zip(COVERAGE_LEVELS, hits / max(count, 1))}
-        if adapt:
-            rate = flagged / scored_rows if scored_rows else math.nan
+    coverage = {name: {f"{level:g}": round(float(v), 4) for level, v in zip(COVERAGE_LEVELS, h / max(count, 1))}
+                for name, h in hits.items()}
+    rate = flagged / scored_rows if scored_rows else math.nan
     return {"residuals": calibration.to_dict(), "coverage": coverage, "anomaly_rate": rate}
 
 
