@@ -89,6 +89,32 @@ def test_two_worker_processes_end_with_the_same_weights_and_the_single_process_l
     assert not any(line.startswith("Traceback") for line in outputs[0][1].splitlines())
 
 
+def test_a_lost_worker_stops_the_run_with_one_line_and_writes_nothing(tmp_path):
+    pytest.importorskip("tensorflow")
+    data = _panel_csv(tmp_path / "panel.csv")
+    ports = _free_ports(2)
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    workers = [
+        subprocess.Popen(
+            _command(data, tmp_path / f"run{i}", "--strategy", "multi-worker", "--epochs", "500", "--patience", "500"),
+            env=_env({"cluster": cluster, "task": {"type": "worker", "index": i}}),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for i in range(2)
+    ]
+    try:
+        assert workers[0].stdout.readline().startswith("epoch   1/500")  # both are training
+        workers[1].kill()
+        out, err = workers[0].communicate(timeout=300)
+    finally:
+        for w in workers:
+            w.kill()
+    assert workers[0].returncode == 2
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("Error: worker 0/2: lost the other workers of the run") and "restart every worker" in last
+    assert "Traceback" not in err and not (tmp_path / "run0").exists()
+
+
 @pytest.mark.parametrize("tf_config, words", [
     (None, "expected TF_CONFIG for --strategy multi-worker"),
     ("{not json", "expected TF_CONFIG with cluster.worker"),

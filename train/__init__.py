@@ -20,6 +20,8 @@ if _missing:
     )
 
 from .config import Cell, Fill, ScalerKind, TrainConfig  # noqa: E402
+from .backtest import BacktestResult, backtest  # noqa: E402
 from .trainer import RunInfo, TrainResult, load_run, train  # noqa: E402
 
-__all__ = ["Cell", "Fill", "RunInfo", "ScalerKind", "TrainConfig", "TrainResult", "load_run", "train"]
+__all__ = ["BacktestResult", "Cell", "Fill", "RunInfo", "ScalerKind", "TrainConfig", "TrainResult", "backtest",
+           "load_run", "train"]

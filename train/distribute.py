@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 
 from statelite.errors import BadInputError, WorkerLostError
 from statelite.options import Strategy
@@ -126,7 +127,7 @@ def run_epoch(worker: Worker, step, dataset) -> list[float]:
     try:
         return [float(step(*batch)) for batch in distribute(worker, dataset)]
     except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError) as exc:
-        first = " ".join(str(exc.message).split())[:300]
+        first = re.sub(r"\{\{[^}]*\}\}\s*", "", " ".join(str(exc.message).split()))[:200]
         raise WorkerLostError(
             f"worker {worker.index}/{worker.count}: lost the other workers of the run ({first}); a multi-worker run "
             f"stops when any worker fails and writes nothing: restart every worker"
