@@ -17,6 +17,9 @@ Numpy and the standard library only.
 
 from __future__ import annotations
 
+import calendar as calendar_module
+import datetime
+import functools
 import math
 from collections.abc import Sequence
 
@@ -28,6 +31,7 @@ from .timecol import TimeKind, parse_time
 
 PREFIX = "cal_"
 _DAY = 86400.0
+_EPOCH_DATE = datetime.date(1970, 1, 1)
 
 
 def check_features(features: Sequence[str] | str | None) -> tuple[str, ...]:
@@ -97,6 +101,8 @@ def calendar_values(seconds, features: Sequence[str]) -> np.ndarray:
     t = np.asarray(seconds, dtype=np.float64)
     if not np.isfinite(t).all():
         raise BadInputError("expected finite times for the calendar inputs, Received: NaN or inf")
+    if t.size == 1:  # one step on a device: Python floats cost a few microseconds, numpy's datetime64 tens
+        return np.asarray(_one_row(float(t.reshape(-1)[0]), features)).reshape(t.shape + (2 * len(features),))
     days = np.floor(t / _DAY)
     day_phase = (t - days * _DAY) / _DAY
     phases = []
@@ -121,6 +127,37 @@ def calendar_values(seconds, features: Sequence[str]) -> np.ndarray:
     out = np.empty(t.shape + (2 * len(features),))
     out[..., 0::2] = np.sin(angle)
     out[..., 1::2] = np.cos(angle)
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _day(days: int) -> tuple[int, int, float, int, float]:
+    """Month, day of month, days in the month, day of year and days in the year of day ``days`` since 1970."""
+    d = _EPOCH_DATE + datetime.timedelta(days=days)
+    first_next = datetime.date(d.year + (d.month == 12), d.month % 12 + 1, 1)
+    month_days = (first_next - d.replace(day=1)).days
+    year_days = 366 if calendar_module.isleap(d.year) else 365
+    return d.month, d.day, float(month_days), d.timetuple().tm_yday, float(year_days)
+
+
+def _one_row(t: float, features: tuple[str, ...]) -> list[float]:
+    """``calendar_values`` of one time, with Python floats (the same phases, in the same order)."""
+    days = math.floor(t / _DAY)
+    day_phase = (t - days * _DAY) / _DAY
+    out = []
+    for f in features:
+        if f == "hour":
+            phase = day_phase
+        elif f == "dow":
+            phase = (((days + 3.0) % 7.0) + day_phase) / 7.0
+        else:
+            month, mday, month_days, yday, year_days = _day(int(days))
+            if f == "month":
+                phase = (month - 1 + (mday - 1 + day_phase) / month_days) / 12.0
+            else:
+                phase = (yday - 1 + day_phase) / year_days
+        angle = 2.0 * math.pi * phase
+        out += [math.sin(angle), math.cos(angle)]
     return out
 
 

@@ -83,3 +83,15 @@ def test_nonfinite_times_refused():
 
 def test_no_features_no_columns():
     assert calendar_values([1.0, 2.0], []).shape == (2, 0)
+
+
+def test_one_time_gives_the_same_values_as_many():
+    # a device step computes one row with Python floats: bit-identical to the vectorised path
+    from statelite.calendar import calendar_values
+
+    times = np.random.default_rng(0).uniform(-2e9, 4e9, 2000)
+    features = ("hour", "dow", "month", "doy")
+    many = calendar_values(times, features)
+    one = np.stack([calendar_values(t, features) for t in times])
+    assert np.array_equal(many, one)
+    assert calendar_values(np.array([times[0]]), features).shape == (1, 8)
