@@ -11,7 +11,7 @@ Four measurements, all on this machine and in one run (ratios come from the same
    the total training time of each.
 2. **Calendar inputs** on the NAB real-traffic sensors shipped in ``benchmarks/data/nab`` (7 series, about 5
    minutes apart, a daily cycle): the panel with ``--calendar hour,dow`` against the same without it.
-3. **Throughput** (windows/s, ``run.json`` ``metrics.throughput``) of ``statelite train`` on a sharded synthetic
+3. **Throughput** (windows/s, ``run.json`` ``timing.windows_per_second``) of ``statelite train`` on a sharded synthetic
    panel: one plain process (Keras ``fit``), one ``--strategy multi-worker`` process, and two worker processes on
    localhost (``TF_CONFIG``, free ports), the same global batch. The two workers' weight digests must match.
 4. **Peak RSS** of each training process (``os.wait4``'s ``ru_maxrss`` of that child: per worker, not the largest
@@ -330,7 +330,8 @@ def _throughput(run_dir: Path, chief_log: str) -> dict:
     later = epochs[1:]
     steps = -(-per_epoch // GLOBAL_BATCH)
     return {
-        **t, "fit_seconds": run["timing"]["fit_seconds"], "total_seconds": run["timing"]["total_seconds"],
+        **t, "windows_per_second": run["timing"]["windows_per_second"],
+        "fit_seconds": run["timing"]["fit_seconds"], "total_seconds": run["timing"]["total_seconds"],
         "epochs_run": run["metrics"]["epochs_run"], "epoch_seconds": epochs,
         "steady_windows_per_second": round(per_epoch / float(np.median(later)), 1) if later else None,
         "steady_ms_per_step": round(1000 * float(np.median(later)) / steps, 1) if later else None,
@@ -518,7 +519,7 @@ def write_markdown(results: dict, path: Path) -> None:
         f"`--data folder`, a 1x32 GRU, window {syn['window']}, horizon 4, global batch {tp['global_batch']} (each of "
         f"two workers takes {tp['global_batch'] // 2}), {tp['epochs']} epochs, each configuration in fresh processes; "
         "the workers on localhost with `TF_CONFIG`, free ports. *Windows/s* is the chief's `run.json` "
-        "`metrics.throughput`: training windows over the whole fit time (validation included, and the first epoch's "
+        "`timing.windows_per_second`: training windows over the whole fit time (validation included, and the first epoch's "
         "one-off costs: tracing, the workers' first collective ops). *Steady* is an epoch's windows over the median "
         "time of the epochs after the first (the chief's progress lines), and *ms/step* that time per global batch. "
         "Each process's peak RSS is its own (`os.wait4`).",

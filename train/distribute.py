@@ -125,13 +125,34 @@ def run_epoch(worker: Worker, step, dataset) -> list[float]:
     import tensorflow as tf
 
     try:
-        return [float(step(*batch)) for batch in distribute(worker, dataset)]
+        losses = [step(*batch) for batch in distribute(worker, dataset)]  # read once at the end: no sync per step
+        return [float(loss) for loss in losses]
     except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError) as exc:
-        first = re.sub(r"\{\{[^}]*\}\}\s*", "", " ".join(str(exc.message).split()))[:200]
-        raise WorkerLostError(
-            f"worker {worker.index}/{worker.count}: lost the other workers of the run ({first}); a multi-worker run "
-            f"stops when any worker fails and writes nothing: restart every worker"
-        ) from None
+        raise _lost(worker, exc) from None
+
+
+def all_sum(worker: Worker, values: list[float]) -> list[float]:
+    """``values`` added across every worker (a collective all-reduce; each worker passes its own)."""
+    import tensorflow as tf
+
+    strategy = worker.strategy
+
+    @tf.function
+    def reduce(x):
+        return strategy.reduce("sum", strategy.run(tf.identity, args=(x,)), axis=None)
+
+    try:
+        return [float(v) for v in reduce(tf.constant(values, tf.float64)).numpy()]
+    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError) as exc:
+        raise _lost(worker, exc) from None
+
+
+def _lost(worker: Worker, exc) -> WorkerLostError:
+    first = re.sub(r"\{\{[^}]*\}\}\s*", "", " ".join(str(exc.message).split()))[:200]
+    return WorkerLostError(
+        f"worker {worker.index}/{worker.count}: lost the other workers of the run ({first}); a multi-worker run "
+        f"stops when any worker fails and writes nothing: restart every worker"
+    )
 
 
 def weights_digest(model) -> str:

@@ -147,7 +147,9 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None,
         )
     # In memory (one file): the validation chunks are made once. Shards: one series at a time, every epoch, so
     # memory does not grow with the panel.
-    val_batches = None if source.lazy else [P.validation_chunks(source, [m], config) for m in members]
+    mine = P.shard(members, worker.index, worker.count)
+    # Each worker scores the validation chunks of its own series; the sums are added across workers.
+    val_batches = None if source.lazy else [P.validation_chunks(source, [m], config) for m in mine]
     n_inputs = len(config.features) + 2 * len(config.calendar)
     n_outputs = horizon * len(config.targets)
 
@@ -165,7 +167,6 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None,
             model.optimizer.build(model.trainable_variables)
             step = dist.train_step(worker, model, model.optimizer)
 
-    mine = P.shard(members, worker.index, worker.count)
     rng = np.random.default_rng(config.seed if worker.count == 1 else [config.seed, worker.index])
     train_chunks = P.chunk_count(members, window)
     steps = math.ceil(train_chunks / config.batch_size) if worker.count > 1 else None
@@ -184,7 +185,7 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None,
             losses = dist.run_epoch(worker, step, dataset)
             loss = float(np.mean(losses)) if losses else math.nan
         windows_seen += train_chunks
-        val_loss = _validation_loss(model, source, members, config, worker.distributed, val_batches)
+        val_loss = _validation_loss(model, source, mine, config, worker, val_batches)
         history.append({"epoch": epoch, "loss": loss, "val_loss": val_loss})
         improved = val_loss < best_loss
         if improved:
@@ -200,9 +201,9 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None,
             break
     model.set_weights(best_weights)
     fit_seconds = time.perf_counter() - fit_started
-    throughput = {
+    windows_per_second = round(windows_seen / fit_seconds, 2) if fit_seconds > 0 else None
+    throughput = {  # deterministic for a seed: the speed itself is in run.json's timing
         "windows": windows_seen,
-        "windows_per_second": round(windows_seen / fit_seconds, 2) if fit_seconds > 0 else None,
         "workers": worker.count,
         "strategy": config.strategy.value,
         "weights_sha256": dist.weights_digest(model),
@@ -285,7 +286,8 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None,
     run["sampling"] = sampling
     run["diagnostics"] = diagnostics
     seconds = time.perf_counter() - started  # everything but writing run.json itself
-    run["timing"] = {"fit_seconds": round(fit_seconds, 3), "total_seconds": round(seconds, 3)}
+    run["timing"] = {"fit_seconds": round(fit_seconds, 3), "total_seconds": round(seconds, 3),
+                     "windows_per_second": windows_per_second}
     (out / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
     if log is not None:
         for paragraph in diagnostics_text(diagnostics):
@@ -307,15 +309,20 @@ def _predict(model, x: np.ndarray, distributed: bool) -> np.ndarray:
     return np.concatenate([np.asarray(model(x[i:i + 256], training=False)) for i in range(0, len(x), 256)])
 
 
-def _validation_loss(model, source: P.PanelSource, members: list[P.Member], config: TrainConfig, distributed: bool,
+def _validation_loss(model, source: P.PanelSource, members: list[P.Member], config: TrainConfig, worker,
                      cached: list | None) -> float:
-    """The weighted MSE over every series' validation chunks (model units), one series at a time."""
+    """The weighted MSE over the validation chunks (model units) of ``members``, one series at a time; on several
+    workers, each scores its own series and the sums are added across them (every worker gets the same loss)."""
     total = weight = 0.0
     for i, m in enumerate(members):
         x, y, w = cached[i] if cached is not None else P.validation_chunks(source, [m], config)
-        per_step = np.mean((_predict(model, x, distributed).astype(np.float64) - y) ** 2, axis=-1)
+        per_step = np.mean((_predict(model, x, worker.distributed).astype(np.float64) - y) ** 2, axis=-1)
         total += float(np.sum(per_step * w))
         weight += float(np.sum(w))
+    if worker.count > 1:
+        from . import distribute as dist
+
+        total, weight = dist.all_sum(worker, [total, weight])
     return total / max(weight, 1.0)
 
 
