@@ -174,3 +174,10 @@ def test_a_missing_key_column_and_an_empty_folder_are_clear(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(BadInputError, match="expected CSV or Parquet files"):
         P.open_source(_config(tmp_path, str(tmp_path / "empty")))
+
+
+def test_a_bad_shard_is_named(tmp_path):
+    folder = _shards(tmp_path / "sites", parquet=())
+    (tmp_path / "sites" / "zz.csv").write_text("time,other\n2026-01-01T00:00,1\n")
+    with pytest.raises(BadInputError, match=r"zz\.csv: expected columns of the CSV, Received: unknown column\(s\) 'load'"):
+        P.plan(P.open_source(_config(tmp_path, folder)), _config(tmp_path, folder))

@@ -140,6 +140,16 @@ def _load_file(path: Path, config: TrainConfig) -> D.Series:
     return D.load_series(str(path), config.features, config.targets, config.time_column, config.fill)
 
 
+def _load_shard(path: Path, config: TrainConfig) -> D.Series:
+    """One shard's series; an error names the file (a panel may have thousands)."""
+    try:
+        return _load_file(path, config)
+    except BadInputError as exc:
+        if str(path) in str(exc):
+            raise
+        raise BadInputError(f"{path}: {exc}") from None
+
+
 def open_source(config: TrainConfig) -> PanelSource:
     """The series ``config`` names: the bundled CO2, one file, one file split by ``series_column``, or shards.
 
@@ -157,7 +167,7 @@ def open_source(config: TrainConfig) -> PanelSource:
                 f"{data!r} and --series-column {config.series_column!r}"
             )
         paths = {p.stem: p for p in shard_paths(data)}
-        return PanelSource(tuple(paths), lambda key: _load_file(paths[key], config), None, data, lazy=True)
+        return PanelSource(tuple(paths), lambda key: _load_shard(paths[key], config), None, data, lazy=True)
     path = Path(data)
     if config.series_column is None:
         series = _load_file(path, config)
