@@ -67,8 +67,10 @@ def test_a_trend_without_differencing_is_flagged_with_its_cause(trending_run):
 def test_timing_is_recorded(trending_run):
     result, _ = trending_run
     info, _ = load_run(result.run_dir)
-    assert set(info.timing) == {"fit_seconds", "total_seconds"}
+    assert set(info.timing) == {"fit_seconds", "total_seconds", "windows_per_second"}
     assert 0 < info.timing["fit_seconds"] <= info.timing["total_seconds"]
+    windows = info.metrics["throughput"]["windows"]
+    assert info.timing["windows_per_second"] == pytest.approx(windows / info.timing["fit_seconds"], rel=0.01)
     assert info.timing["total_seconds"] == pytest.approx(result.seconds, abs=1e-3)
     assert info.diagnostics == result.diagnostics
 
