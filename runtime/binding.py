@@ -170,7 +170,7 @@ class GraphBinding:
             return names[name]
 
         self.chunk = None
-        if md.chunk > 1:
+        if md.chunk > 1 and self.backend != "tflm":  # TFLite Micro runs the primary subgraph only
             chunk_sig = signatures.get(CHUNK_SIGNATURE_KEY)
             if chunk_sig is None or md.chunk_x is None:
                 raise ModelFormatError(f"{self.path}: the metadata says chunk {md.chunk} but the model has no "

@@ -19,14 +19,18 @@ BACKENDS = {
     "litert": ("ai_edge_litert.interpreter", "ai_edge_litert", "pip install ai-edge-litert"),
     "tflite-runtime": ("tflite_runtime.interpreter", "tflite_runtime", "pip install tflite-runtime"),
     "tensorflow": ("tensorflow.lite", "tensorflow", "pip install tensorflow"),
+    # TFLite Micro's reference kernels (statelite.tflm adapts its interpreter): for verify, never chosen by auto
+    "tflm": ("statelite.tflm", "tflite_micro", "pip install 'statelite[micro]'"),
 }
+AUTO_BACKENDS = ("litert", "tflite-runtime", "tensorflow")
 
 def backend_version(backend: str) -> str:
     _, package, _ = BACKENDS[backend]
     try:
         from importlib.metadata import version
 
-        dist = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}.get(package, package)
+        dist = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime",
+                "tflite_micro": "tflite-micro"}.get(package, package)
         return version(dist)
     except Exception:
         module = importlib.import_module(package)
@@ -39,13 +43,15 @@ def load_backend(backend: str = "auto"):
     Raises:
         InterpreterNotFoundError: the named backend (or, with ``auto``, every backend) is not installed.
     """
-    names = list(BACKENDS) if backend == "auto" else [backend]
+    names = list(AUTO_BACKENDS) if backend == "auto" else [backend]
     if backend != "auto" and backend not in BACKENDS:
         raise InterpreterNotFoundError(f"unknown backend {backend!r}; expected one of: auto, {', '.join(BACKENDS)}.")
     for name in names:
-        module_name, _, _ = BACKENDS[name]
+        module_name, package, _ = BACKENDS[name]
         try:
             module = importlib.import_module(module_name)
+            if name == "tflm":
+                importlib.import_module(package)
         except ImportError:
             continue
         return name, module.Interpreter

@@ -72,6 +72,9 @@ class TFLiteFile:
     # "verified", "not recorded" (no digest entry: a model converted before digests), or "unchecked" (bytes parsed
     # by ``read_tflite`` alone; ``read_model_file`` checks the digest and sets one of the other two).
     integrity: str = "unchecked"
+    # Each subgraph's input and output tensor indices, in the order an interpreter without signatures (TFLite Micro)
+    # numbers its inputs and outputs.
+    subgraph_io: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...] = ()
 
 
 class _Corrupt(Exception):
@@ -235,11 +238,15 @@ def _parse(data: bytes) -> TFLiteFile:
         name = f"CUSTOM:{custom}" if custom else builtin_name(code)
         codes.append(OperatorCode(name, version))
     used: dict[int, None] = {}
-    subgraph_tensors = []
+    subgraph_tensors, subgraph_io = [], []
     for sg in r.tables(model, 2):
         for op in r.tables(sg, 3):
             used[r.scalar(op, 0, "<I", 0)] = None
         subgraph_tensors.append(r.tables(sg, 0))
+        io = (tuple(r.numbers(sg, 1, "<i")), tuple(r.numbers(sg, 2, "<i")))
+        if any(not 0 <= i < len(subgraph_tensors[-1]) for side in io for i in side):
+            raise _Corrupt(f"subgraph {len(subgraph_io)} names an input or output tensor out of range")
+        subgraph_io.append(io)
     for index in used:
         if index >= len(codes):
             raise _Corrupt(f"operator code index {index} out of range ({len(codes)} codes)")
@@ -278,6 +285,7 @@ def _parse(data: bytes) -> TFLiteFile:
         signatures=tuple(signatures),
         metadata=metadata,
         metadata_spans=spans,
+        subgraph_io=tuple(subgraph_io),
     )
 
 

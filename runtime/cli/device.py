@@ -17,7 +17,7 @@ from ..monitor import DEFAULT_THRESHOLD
 from ..options import GapPolicy, choices
 from ..stream_watch import DEFAULT_MAX_FILL
 
-_BACKENDS = ("auto", "litert", "tflite-runtime", "tensorflow")
+_BACKENDS = ("auto", "litert", "tflite-runtime", "tensorflow", "tflm")
 
 _backend_option = click.option(
     "--backend",
