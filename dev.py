@@ -50,7 +50,7 @@ def venv(path: Path, *requirements: str, stamp: str) -> Path:
 def workstation() -> Path:
     # bench: the accuracy benchmark's series (statsmodels, pmdarima) and bench_grid's ONNX column, so their quick runs
     # are tested; it installs beside TensorFlow 2.21 without moving numpy or protobuf.
-    python = venv(WORKSTATION, "-e", ".[train,dev,bench]", stamp="workstation")
+    python = venv(WORKSTATION, "-e", ".[train,dev,bench,micro]", stamp="workstation")
     return python
 
 
@@ -78,6 +78,9 @@ def test(args: list[str]) -> int:
     print("\n== tflite-runtime 2.14 + numpy<2 (no ai-edge-litert): verify every reference model", flush=True)
     for model in models:
         sh(tfl214, "-m", "statelite.cli", "verify", model)
+    print("\n== TFLite Micro's reference kernels (tflite-micro): verify every reference model", flush=True)
+    for model in models:
+        sh(python, "-m", "statelite.cli", "verify", model, "--backend", "tflm")
     print(f"\nall test stages passed in {time.time() - started:.0f}s")
     return 0
 

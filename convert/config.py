@@ -74,6 +74,18 @@ class ConvertConfig:
                 f"signatures gives wrong results (4x the tolerance in the step signature too); received "
                 f"chunk={self.chunk}, quant=int16x8."
             )
+        if self.target is Target.TFLM:
+            if self.chunk > 1:
+                raise BadInputError(
+                    f"--target tflm needs --chunk 1: TFLite Micro runs a model's first subgraph only, and a chunk "
+                    f"signature is a second one; received chunk={self.chunk}."
+                )
+            if self.quant in (Quant.FLOAT16, Quant.DYNAMIC):
+                raise BadInputError(
+                    f"--target tflm needs --quant int8, int16x8, float32 or auto: TFLite Micro's kernels refuse "
+                    f"float16 weights (DEQUANTIZE version 3) and dynamic-range layers (FULLY_CONNECTED version 12); "
+                    f"received quant={self.quant.value}."
+                )
         if self.calibration_steps is not None and self.calibration_steps < 10:
             raise BadInputError(f"calibration_steps must be at least 10; received calibration_steps={self.calibration_steps}.")
         if self.calibration_headroom is not None and not 1.0 <= self.calibration_headroom <= 100.0:

@@ -57,6 +57,7 @@ class Target(str, enum.Enum):
 
     LITERT = "litert"
     TFLITE_RUNTIME_2_14 = "tflite-runtime-2.14"
+    TFLM = "tflm"  # TensorFlow Lite for Microcontrollers: one subgraph, the operator versions its kernels load
 
 
 class GapPolicy(str, enum.Enum):

@@ -72,3 +72,4 @@ class Interpreter:
 
     def get_signature_runner(self, key=None):
         raise ValueError("TFLite Micro runs the primary subgraph only: no signature runners")
+
