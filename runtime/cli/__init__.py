@@ -16,6 +16,13 @@ Device (pip install statelite: numpy and an interpreter, no TensorFlow):
   statelite bench co2.tflite                microseconds per step
   statelite inspect co2.tflite              signature, state pairs, operators, metadata
 
+\b
+Microcontrollers (TFLite Micro):
+  statelite convert runs/co2 --quant int8 --target tflm --out co2.tflite
+  statelite verify co2.tflite --backend tflm
+                                            on TFLM's kernels (pip install 'statelite[micro]')
+  statelite export-c co2.tflite --out src   the model as a C array and a header for a step loop
+
 Exit codes: 0 success, 1 a check ran and failed (parity, verify), 2 bad usage or bad input.
 """
 
@@ -37,9 +44,9 @@ def main() -> None:
 
 def _register() -> None:
     # Command modules are light: each imports its library (and TensorFlow, where needed) inside the command.
-    from . import backtest, convert, device, train
+    from . import backtest, convert, device, export, train
 
-    for module in (train, backtest, convert, device):
+    for module in (train, backtest, convert, device, export):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -25,7 +25,8 @@ _backend_option = click.option(
     default="auto",
     show_default=True,
     envvar="STATELITE_BACKEND",
-    help="TFLite interpreter: auto tries litert, then tflite-runtime, then tensorflow.  [env: STATELITE_BACKEND]",
+    help="TFLite interpreter: auto tries litert, then tflite-runtime, then tensorflow; tflm runs TFLite Micro's "
+    "kernels (the [micro] extra).  [env: STATELITE_BACKEND]",
 )
 
 
