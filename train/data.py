@@ -282,14 +282,19 @@ class Scaler:
         return np.asarray(values, dtype=np.float64) * self.scale + self.offset
 
 
-def fit_scalers(series: Series, train_end: int, kind: ScalerKind | str, differenced: bool) -> tuple[Scaler, Scaler]:
-    """Feature and target scalers from the training rows ``[0, train_end)`` only.
-
-    With differencing the stream's first row (a zero by construction, not data) is left out of the fit.
-    """
+def scaler_rows(series: Series, train_end: int, differenced: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The feature and target rows a scaler is fitted on: the training rows ``[0, train_end)`` as the scaler sees
+    them (``stream_values``). With differencing the stream's first row (a zero by construction, not data) is left
+    out."""
     skip = 1 if differenced else 0
     fx = stream_values(series.features[:train_end], differenced)[skip:]
     fy = stream_values(series.targets[:train_end], differenced)[skip:]
+    return fx, fy
+
+
+def fit_scalers(series: Series, train_end: int, kind: ScalerKind | str, differenced: bool) -> tuple[Scaler, Scaler]:
+    """Feature and target scalers from the training rows ``[0, train_end)`` only (``scaler_rows``)."""
+    fx, fy = scaler_rows(series, train_end, differenced)
     return Scaler.fit(kind, fx), Scaler.fit(kind, fy)
 
 

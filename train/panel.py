@@ -271,7 +271,6 @@ def plan(source: PanelSource, config: TrainConfig, on_series: Callable[[object, 
     """
     members: list[Member] = []
     fstats, tstats = ScalerStats(config.scaler), ScalerStats(config.scaler)
-    skip = 1 if config.difference else 0
     for key in source.keys:
         series = source.load(key)
         try:
@@ -281,9 +280,10 @@ def plan(source: PanelSource, config: TrainConfig, on_series: Callable[[object, 
             if key is None:
                 raise
             raise BadInputError(f"series {key!r}: {exc}") from None
-        fscaler, tscaler = D.fit_scalers(series, a, config.scaler, config.difference)
-        fstats.add(D.stream_values(series.features[:a], config.difference)[skip:])
-        tstats.add(D.stream_values(series.targets[:a], config.difference)[skip:])
+        fx, fy = D.scaler_rows(series, a, config.difference)  # once: this series' scalers and the global ones
+        fscaler, tscaler = D.Scaler.fit(config.scaler, fx), D.Scaler.fit(config.scaler, fy)
+        fstats.add(fx)
+        tstats.add(fy)
         member = Member(key, series.rows, a, b, fscaler, tscaler)
         members.append(member)
         if on_series is not None:

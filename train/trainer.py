@@ -225,10 +225,11 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None,
     first_key = next(iter(kept))
     first = kept[first_key]
     first_member = next(m for m in members if m.key == first_key)
-    tests, first_out = _evaluate_members(model, source, members, config, kept, first_key)
+    streamed = _Streamed(model, source, config, kept)
+    tests = _evaluate_members(streamed, members)
     per_series = {str(m.key): t for m, t in zip(members, tests)}
     test = tests[0] if not panel else pooled_metrics(tests)
-    monitoring = _panel_monitoring(model, source, members, config, kept, panel)
+    monitoring = _panel_monitoring(streamed, members, panel)
     sampling = _sampling(first)
     test["coverage"] = monitoring.pop("coverage")
     test["anomaly_rate"] = monitoring.pop("anomaly_rate")
@@ -254,7 +255,7 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None,
     from . import plots
 
     plots.loss_plot(out / "loss.png", history, best_epoch)
-    stream_out = first_out
+    stream_out = streamed.of(first_member, first)[0]
     n, b = first.rows, first_member.b
     positions = np.arange(0, n - b - 1)
     forecast = D.decode_forecast(
@@ -266,7 +267,6 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None,
     run = _run_json(config, first, gscaler_f, gscaler_t, split, metrics, tf.__version__, keras.__version__)
     if panel:
         run["data"]["source"] = source.source
-        run["data"]["rows"] = first.rows
         run["panel"] = {
             "key_column": source.key_column,
             "lazy": source.lazy,
@@ -337,18 +337,37 @@ def _member_forecasts(model, series: D.Series, m: P.Member, config: TrainConfig)
     return out, forecasts
 
 
-def _evaluate_members(model, source: P.PanelSource, members: list[P.Member], config: TrainConfig, kept: dict,
-                      first_key) -> tuple[list[dict], np.ndarray]:
-    """Each series' test figures (one series in memory at a time), and the first kept series' streaming outputs (for
-    forecast.png)."""
-    tests, first_out = [], None
+class _Streamed:
+    """Each series and its whole-series streaming forecasts (``_member_forecasts``), for the passes after training
+    (test figures, the interval calibration, its coverage, forecast.png). Data read whole is in memory anyway: each
+    series' forecasts are computed once and kept. Shards: computed again for each pass, so that memory holds one
+    series at a time."""
+
+    def __init__(self, model, source: P.PanelSource, config: TrainConfig, kept: dict):
+        self.model, self.source, self.config, self.kept = model, source, config, kept
+        self._cache: dict | None = None if source.lazy else {}
+
+    def series(self, m: P.Member) -> D.Series:
+        return self.kept.get(m.key) or self.source.load(m.key)
+
+    def of(self, m: P.Member, series: D.Series) -> tuple[np.ndarray, np.ndarray]:
+        """``_member_forecasts`` of series ``m``."""
+        if self._cache is not None and m.key in self._cache:
+            return self._cache[m.key]
+        found = _member_forecasts(self.model, series, m, self.config)
+        if self._cache is not None:
+            self._cache[m.key] = found
+        return found
+
+
+def _evaluate_members(streamed: _Streamed, members: list[P.Member]) -> list[dict]:
+    """Each series' test figures, one series in memory at a time."""
+    tests = []
     for m in members:
-        series = kept.get(m.key) or source.load(m.key)
-        test_x, _, _ = P.model_stream(series, m, config, m.b, m.rows)
-        tests.append(evaluate(model, series, test_x, m.b, config, m.tscaler))
-        if m.key == first_key:
-            first_out = _member_forecasts(model, series, m, config)[0]
-    return tests, first_out
+        series = streamed.series(m)
+        test_x, _, _ = P.model_stream(series, m, streamed.config, m.b, m.rows)
+        tests.append(evaluate(streamed.model, series, test_x, m.b, streamed.config, m.tscaler))
+    return tests
 
 
 def pooled_metrics(tests: list[dict]) -> dict[str, Any]:
@@ -450,8 +469,7 @@ COVERAGE_LEVELS = (0.8, 0.9, 0.95)
 CALIBRATION_POSITIONS = 5000
 
 
-def _panel_monitoring(model, source: P.PanelSource, members: list[P.Member], config: TrainConfig, kept: dict,
-                      panel: bool) -> dict[str, Any]:
+def _panel_monitoring(streamed: _Streamed, members: list[P.Member], panel: bool) -> dict[str, Any]:
     """Calibrate prediction intervals and anomaly scores on the validation splits; measure them on the test splits.
 
     The model streams over each whole series from a zero state, as a device does from its first row. The forecasts
@@ -459,8 +477,8 @@ def _panel_monitoring(model, source: P.PanelSource, members: list[P.Member], con
     (``statelite.monitor.calibrate``); a panel's residuals are divided by each series' target scale first, so series
     of any magnitude share one calibration (``residual_units: target_scale``: the device multiplies it back by the
     stream's own scale). A second pass replays each test split through the device's own monitor
-    (``statelite.monitor.replay``), whose intervals adapt online, to measure coverage at 80, 90 and 95%. One series
-    is in memory at a time.
+    (``statelite.monitor.replay``), whose intervals adapt online, to measure coverage at 80, 90 and 95%. Shards
+    keep one series in memory at a time (``_Streamed``).
 
     Returns:
         ``{"residuals": calibration dict, "coverage": {"adaptive": {level: share}, "calibrated": {level: share}},
@@ -471,13 +489,13 @@ def _panel_monitoring(model, source: P.PanelSource, members: list[P.Member], con
     """
     from statelite import monitor as M
 
-    horizon, window = config.horizon, config.window
+    horizon, window = streamed.config.horizon, streamed.config.window
 
     def passes():
         for m in members:
-            series = kept.get(m.key) or source.load(m.key)
+            series = streamed.series(m)
             unit = m.tscaler.scale if panel else np.ones(series.targets.shape[1])
-            yield m, series, _member_forecasts(model, series, m, config)[1], unit
+            yield m, series, streamed.of(m, series)[1], unit
 
     val_forecasts, val_actuals = [], []
     for m, series, forecasts, unit in passes():
