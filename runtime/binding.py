@@ -398,10 +398,7 @@ class GraphBinding:
         t.f_inv_scale = np.tile(t.f_inv_scale, (self.batch, 1))
         scale = np.tile(np.tile(t.t_scale, h), (self.batch, 1))
         offset = np.tile(np.tile(t.t_offset, h), (self.batch, 1))
-        cum = None
-        if t.difference:
-            cum = np.kron(np.triu(np.ones((h, h))), np.eye(t.n_targets))
-        self.lane_out = (scale, offset, cum)
+        self.lane_out = (scale, offset, t.horizon_sum())
 
     def set_lane_scaler(self, lane: int, scaler) -> None:
         """Lane ``lane``'s rows are scaled with ``scaler`` (a ``Scaler``) from now on (after ``use_lane_scalers``)."""

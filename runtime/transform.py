@@ -69,13 +69,20 @@ class Transform:
     def output_map(self) -> tuple[np.ndarray, np.ndarray]:
         """``(M, c)`` with ``raw = y_model @ M + c``: target unscaling and, when differencing, the cumulative sum over
         the horizon, as one linear map on the flattened ``horizon * targets`` outputs (index ``k * targets + j``)."""
-        h, t = self.horizon, self.n_targets
+        h = self.horizon
         m = np.diag(np.tile(self.t_scale, h))
         offset = np.tile(self.t_offset, h)
-        if self.difference:
-            cum = np.kron(np.triu(np.ones((h, h))), np.eye(t))  # out[k, j] = sum over i <= k of in[i, j]
+        cum = self.horizon_sum()
+        if cum is not None:
             return m @ cum, offset @ cum
         return m, offset
+
+    def horizon_sum(self) -> np.ndarray | None:
+        """A differencing model's cumulative sum over the horizon as a matrix on the flattened outputs (``out[k, j]``
+        = the sum over ``i <= k`` of ``in[i, j]``), or None without differencing."""
+        if not self.difference:
+            return None
+        return np.kron(np.triu(np.ones((self.horizon, self.horizon))), np.eye(self.n_targets))
 
     def outputs(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Raw float64 forecasts (..., horizon, targets) from Keras outputs (..., horizon*targets) and raw rows."""
