@@ -12,7 +12,7 @@ import numpy as np
 import statelite
 from statelite.errors import BadInputError, CheckFailed, IncompatibleModelError
 from statelite.golden import GOLDEN_FORMAT_VERSION, golden_path_for, monitor_trace, write_golden
-from statelite.metadata import InputRange, ModelMetadata, Panel, Quantization, Scaler, StateSpec, TensorSpec
+from statelite.metadata import InputRange, ModelMetadata, Quantization, Scaler, StateSpec, TensorSpec
 from statelite.tflite_file import read_tflite
 from statelite.transform import Transform
 
@@ -105,9 +105,7 @@ def key_scaler(source: Source, key: str | None) -> Scaler:
     """The scaler of panel series ``key`` (the global one for None, or for a single-series model)."""
     if source.panel is None or key is None:
         return source.scaler
-    d = source.panel["scalers"][key]
-    return Scaler(source.scaler.kind, *(tuple(float(v) for v in d[f]) for f in (
-        "feature_offset", "feature_scale", "target_offset", "target_scale")))
+    return source.panel.scalers[key]
 
 
 def key_transform(source: Source, transform: Transform, key: str | None) -> Transform:
@@ -264,11 +262,7 @@ def build_metadata(
         sampling=source.sampling,
         versions=_tf_versions(),
         calendar=source.calendar,
-        panel=None if source.panel is None else Panel(
-            source.panel["key_column"] or "series",
-            {key: key_scaler(source, key) for key in source.panel["scalers"]},
-            source.panel["residual_units"],
-        ),
+        panel=source.panel,
     )
 
 

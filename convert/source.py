@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from statelite.errors import BadInputError, ModelFormatError
-from statelite.metadata import Scaler
+from statelite.metadata import Panel, Scaler
 
 SUPPORTED_LAYERS = ("InputLayer", "SimpleRNN", "GRU", "LSTM", "Dropout", "Dense", "TimeDistributed(Dense)")
 ACTIVATIONS = ("tanh", "sigmoid", "relu", "linear")
@@ -65,8 +65,8 @@ class Source:
     residuals: dict | None = None  # the run's validation residual calibration (statelite.monitor), carried as is
     sampling: dict | None = None  # the run's time column sampling (statelite.timecol.Sampling)
     calendar: tuple[str, ...] = ()  # calendar inputs appended to the features (statelite.calendar)
-    # A panel run: {"key_column", "scalers": {key: scaler dict}, "residual_units"}; ``scaler`` is then the global one
-    panel: dict | None = None
+    # A panel run's series scalers by key, as the metadata will hold them; ``scaler`` is then the global one
+    panel: Panel | None = None
     parity_key: str | None = None  # the panel series the parity rows come from
     calibration_times: np.ndarray | None = None  # time cells of calibration_rows (calendar models)
     parity_times: np.ndarray | None = None  # time cells of parity_rows (calendar models)
@@ -187,11 +187,7 @@ def _load_run(run_dir: Path) -> Source:
     panel, parity_key, more = None, None, ()
     if info.panel is not None:
         members = info.panel["series"]
-        panel = {
-            "key_column": info.panel.get("key_column"),
-            "scalers": {key: dict(m["scaler"]) for key, m in members.items()},
-            "residual_units": info.panel.get("residual_units", "target_scale"),
-        }
+        panel = _panel(info.panel, info.raw["scaler"]["kind"])
         parity_key = info.sample[0][0]
         more = tuple(
             (key, s.features[: members[key]["split"]["train"][1]],
@@ -224,6 +220,19 @@ def _load_run(run_dir: Path) -> Source:
         parity_times=None if time is None else time[b:],
         more_calibration=more,
     )
+
+
+def _panel(run_panel: dict, kind: str) -> Panel:
+    """A run's ``panel`` section as the metadata's ``Panel`` (checked as a device will read it). Shards have no key
+    column; ``run --stream-key`` then names the column, and the metadata records ``series``."""
+    try:
+        return Panel.from_dict({
+            "key_column": run_panel.get("key_column") or "series",
+            "scalers": {key: m["scaler"] for key, m in run_panel["series"].items()},
+            "residual_units": run_panel.get("residual_units", "target_scale"),
+        }, kind)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BadInputError(f"expected a valid panel section in the run's run.json, Received: {exc}") from None
 
 
 def _load_bare(path: Path, seed: int) -> Source:
