@@ -95,7 +95,7 @@ def _floats(values) -> str:
 def _strings(values) -> str:
     quoted = []
     for v in values:
-        text = str(v).replace("\\", "\\\\").replace('"', '\\"')
+        text = str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
         quoted.append(f'"{text}"')
     return "{" + ", ".join(quoted) + "}"
 
@@ -104,12 +104,16 @@ def _ints(values) -> str:
     return "{" + ", ".join(str(int(v)) for v in values) + "}"
 
 
-def export_c(model_path, out_dir, *, name: str | None = None, arena_bytes: int | None = None) -> ExportResult:
+def export_c(model_path, out_dir, *, name: str | None = None, arena_bytes: int | None = None,
+             key: str | None = None) -> ExportResult:
     """Write ``NAME_model.h``, ``NAME_model.cc`` and ``NAME_statelite.h`` for the model into ``out_dir``.
 
+    ``key`` picks a panel model's series: the header gets that series' scaler (a device runs one series). Without it
+    a panel model's header has the global scaler, the one for series not in training.
+
     Raises:
-        BadInputError: the model cannot run on TFLM as it is (a chunk signature: TFLM runs one subgraph), or a bad
-            name or arena size.
+        BadInputError: the model cannot run on TFLM as it is (a chunk signature: TFLM runs one subgraph), a bad
+            name or arena size, or a ``key`` the model's panel does not have (or a key for a model without one).
         ModelFormatError / IncompatibleModelError: not a statelite model (as for ``read_metadata``).
     """
     path = Path(model_path)
@@ -120,6 +124,14 @@ def export_c(model_path, out_dir, *, name: str | None = None, arena_bytes: int |
             f"expected a model with one subgraph for TFLite Micro, Received: {len(info.subgraph_io)} in {path} "
             f"(a --chunk signature); convert with --target tflm"
         )
+    if key is not None:
+        if md.panel is None:
+            raise BadInputError(f"expected a panel model for --key, Received: {path.name}, trained on one series; "
+                                "drop --key")
+        if key not in md.panel.scalers:
+            known = ", ".join(sorted(md.panel.scalers)[:10])
+            raise BadInputError(f"expected a series of the model's panel for --key ({known}), Received: {key!r}; "
+                                "drop --key for the global scaler")
     name = c_name(name or path.stem)
     if arena_bytes is not None and (not isinstance(arena_bytes, int) or arena_bytes < 1024):
         raise BadInputError(f"expected --arena-bytes of at least 1024, Received: {arena_bytes!r}")
@@ -158,7 +170,13 @@ def export_c(model_path, out_dir, *, name: str | None = None, arena_bytes: int |
     def quant(spec) -> tuple[float, int]:
         return (spec.quantization.scale, spec.quantization.zero_point) if spec.quantization else (0.0, 0)
 
-    s = md.scaler
+    s, _ = md.scaler_for(key)
+    if md.panel is None:
+        whose = ""
+    elif key is None:
+        whose = "// A panel model: this is the global scaler (series not in training); --key KEY gives a series' own."
+    else:
+        whose = f"// A panel model: this is the scaler of series {_strings([key])[1:-1]}."
     lines = [
         f"// What a step loop needs for {path.name}, from its statelite metadata; written by statelite export-c.",
         "// Indices are TFLM's: interpreter.input(i) / interpreter.output(i). A scale of 0 means a float tensor.",
@@ -190,7 +208,8 @@ def export_c(model_path, out_dir, *, name: str | None = None, arena_bytes: int |
         f"static const int {name}_y_zero_point = {quant(md.y)[1]};",
         "// model input = (value - offset) / scale, per feature (of X_t - X_(t-1) when differencing);",
         "// raw forecast = output * target_scale + target_offset, per target (then cumulated and added to the level",
-        "// when differencing). A panel model's per-series scalers are not exported: this is the global scaler.",
+        "// when differencing).",
+        *([whose] if whose else []),
         f"static const float {name}_feature_offset[] = {_floats(s.feature_offset)};",
         f"static const float {name}_feature_scale[] = {_floats(s.feature_scale)};",
         f"static const float {name}_target_offset[] = {_floats(s.target_offset)};",

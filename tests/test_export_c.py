@@ -101,3 +101,31 @@ def test_names_become_c_identifiers_and_the_cli_writes_the_files(tmp_path):
     r = CliRunner().invoke(main, ["export-c", str(ROOT / "models" / "gru_int8.tflite"), "--out", str(tmp_path),
                                   "--arena-bytes", "10"])
     assert r.exit_code == 2 and "at least 1024" in r.output
+
+
+def _floats(text: str, name: str) -> list[float]:
+    return [float(v.rstrip("f")) for v in _array(text, name)]
+
+
+def test_a_panel_series_key_puts_that_series_scaler_in_the_header(tmp_path):
+    model = ROOT / "models" / "gru_panel_int8.tflite"
+    md = read_metadata(model)
+    key = sorted(md.panel.scalers)[1]
+    text = export_c(model, tmp_path / "key", arena_bytes=8192, key=key).info.read_text()
+    own = md.panel.scalers[key]
+    assert np.allclose(_floats(text, "gru_panel_int8_feature_scale"), own.feature_scale)
+    assert np.allclose(_floats(text, "gru_panel_int8_target_offset"), own.target_offset)
+    assert f'series "{key}"' in text
+    glob = export_c(model, tmp_path / "global", arena_bytes=8192).info.read_text()
+    assert np.allclose(_floats(glob, "gru_panel_int8_feature_scale"), md.scaler.feature_scale)
+    assert not np.allclose(own.feature_scale, md.scaler.feature_scale)
+    assert "global scaler" in glob
+
+
+def test_an_unknown_key_or_a_key_for_a_single_series_model_is_one_line(tmp_path):
+    r = CliRunner().invoke(main, ["export-c", str(ROOT / "models" / "gru_panel_int8.tflite"), "--out",
+                                  str(tmp_path), "--arena-bytes", "4096", "--key", "no-such-sensor"])
+    assert r.exit_code == 2 and "Received: 'no-such-sensor'" in r.output and len(r.output.strip().splitlines()) == 1
+    with pytest.raises(BadInputError, match="expected a panel model for --key"):
+        export_c(ROOT / "models" / "gru_int8.tflite", tmp_path, arena_bytes=8192, key="a")
+    assert not list(tmp_path.iterdir())
