@@ -112,13 +112,23 @@ class BenchReport:
     # otherwise.
     monitored_median_us: float | None = None
     monitored_p99_us: float | None = None
+    # TensorFlow was imported in the measuring process (the Python API called from a training script or notebook):
+    # the peak RSS is then mostly TensorFlow's, not what the device process needs.
+    tensorflow_loaded: bool = False
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> BenchReport:
+        """The report from ``to_dict()`` (``statelite bench --json``)."""
+        return cls(**d)
+
     def format(self) -> str:
         """The report as printed by ``statelite bench``."""
         rss = f"{self.peak_rss_kib / 1024:.1f} MiB" if self.peak_rss_kib is not None else "unknown"
+        if self.tensorflow_loaded:
+            rss += " (TensorFlow is loaded in this process: not a device figure; run statelite bench for one)"
         threads = "interpreter default" if self.threads is None else str(self.threads)
         lines = [f"model        {self.model} ({self.model_size:,} bytes, quant {self.quant})"]
         if self.mode == MODE_RUNNER:
@@ -338,6 +348,7 @@ def bench(
         mode=mode,
         capacity=md.batch,
         input_range=None if ranges is None else ranges.to_dict(),
+        tensorflow_loaded="tensorflow" in sys.modules,
         monitored_median_us=None if monitored is None else float(np.median(monitored)),
         monitored_p99_us=None if monitored is None else float(np.percentile(monitored, 99)),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -42,6 +43,17 @@ def test_bench_cli_text_and_json(device_model):
     assert result.exit_code == 0
     d = json.loads(result.stdout)
     assert d["steps"] == 30 and d["median_us"] > 0 and isinstance(d["emulated"], bool)
+
+
+def test_bench_json_round_trips_and_a_tensorflow_process_is_labelled(device_model):
+    r = bench(device_model("gru"), steps=20, warmup=2)
+    assert BenchReport.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+    assert r.tensorflow_loaded == ("tensorflow" in sys.modules)
+    import dataclasses
+
+    in_tf = dataclasses.replace(r, tensorflow_loaded=True, peak_rss_kib=800 * 1024)
+    assert "800.0 MiB (TensorFlow is loaded in this process: not a device figure" in in_tf.format()
+    assert "TensorFlow" not in dataclasses.replace(r, tensorflow_loaded=False).format()
 
 
 def test_bench_bad_options(device_model):

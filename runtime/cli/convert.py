@@ -52,7 +52,6 @@ def convert(model, quant, io, batch, chunk, target, calibration_steps, calibrati
 def quickstart(out, epochs):
     """Train on the bundled CO2 data, convert (float32, int8), verify and bench both, and print a summary."""
     quiet_tensorflow()
-    from statelite.bench import bench
     from statelite.convert import ConvertConfig
     from statelite.convert import convert as run_convert
     from statelite.train import TrainConfig
@@ -72,8 +71,8 @@ def quickstart(out, epochs):
         click.echo(f"== verify {path}")
         report = verify(path)
         click.echo(report.format())
-        click.echo(f"== bench {path}")
-        b = bench(path, steps=2000, warmup=200)
+        click.echo(f"== bench {path} (in a separate process without TensorFlow, as on a device)")
+        b = _device_bench(path)
         click.echo(b.format())
         rows.append((quant, conv, report, b))
     click.echo("\nsummary (test split, raw units: ppm CO2)")
@@ -83,14 +82,39 @@ def quickstart(out, epochs):
     if coverage:
         shares = ", ".join(f"{float(level):.0%}: {v:.1%}" for level, v in coverage["adaptive"].items())
         click.echo(f"  prediction interval coverage {shares} (statelite run --intervals 0.9 --anomaly adds them)")
-    header = f"  {'model':<8} {'size':>8} {'forecast RMSE':>14} {'max abs vs keras':>17} {'verify':>7} {'median us/step':>15}"
+    header = (f"  {'model':<8} {'size':>8} {'forecast RMSE':>14} {'max abs vs keras':>17} {'verify':>7} "
+              f"{'median us/step':>15} {'device RSS':>11}")
     click.echo(header)
     for quant, conv, report, b in rows:
+        rss = f"{b.peak_rss_kib / 1024:.1f} MiB" if b.peak_rss_kib is not None else "unknown"
         click.echo(
             f"  {quant:<8} {conv.path.stat().st_size:>8} {conv.parity.get('forecast_rmse_tflite', float('nan')):>14.4f} "
-            f"{conv.parity['max_abs']:>17.3g} {'PASS' if report.passed else 'FAIL':>7} {b.median_us:>15.1f}"
+            f"{conv.parity['max_abs']:>17.3g} {'PASS' if report.passed else 'FAIL':>7} {b.median_us:>15.1f} {rss:>11}"
         )
+    click.echo("  (device RSS: the peak memory of the bench process, which loads statelite and the interpreter only)")
     click.echo(f"artifacts in {out}/")
+
+
+def _device_bench(path: Path):
+    """``statelite bench`` on ``path`` in a fresh Python without TensorFlow: what a device process costs.
+
+    quickstart has TensorFlow loaded (hundreds of MiB), so a bench in its own process would report that memory.
+    """
+    import json
+    import subprocess
+    import sys
+
+    from statelite.bench import BenchReport
+
+    cmd = [sys.executable, "-m", "statelite.cli", "bench", str(path), "--steps", "2000", "--warmup", "200", "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise click.ClickException(f"bench of {path} in a separate process failed (exit {done.returncode}): {last}")
+    report = BenchReport.from_dict(json.loads(done.stdout))
+    if report.tensorflow_loaded:  # a sitecustomize or a plugin that imports TensorFlow: say so rather than mislead
+        click.echo("note: TensorFlow was loaded in the bench process too", err=True)
+    return report
 
 
 COMMANDS = [convert, quickstart]
