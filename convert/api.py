@@ -13,6 +13,7 @@ import statelite
 from statelite.errors import BadInputError, CheckFailed, IncompatibleModelError
 from statelite.golden import GOLDEN_FORMAT_VERSION, golden_path_for, monitor_trace, write_golden
 from statelite.metadata import InputRange, ModelMetadata, Quantization, Scaler, StateSpec, TensorSpec
+from statelite.progress import no_progress
 from statelite.tflite_file import read_tflite
 from statelite.transform import Transform
 
@@ -266,7 +267,7 @@ def build_metadata(
     )
 
 
-def convert(model_path, out, config: ConvertConfig = ConvertConfig(), log=print) -> ConvertResult:
+def convert(model_path, out, config: ConvertConfig = ConvertConfig(), log=print, progress=None) -> ConvertResult:
     """Convert a run folder or ``.keras`` model to a one-step ``.tflite`` and prove parity.
 
     Args:
@@ -275,7 +276,10 @@ def convert(model_path, out, config: ConvertConfig = ConvertConfig(), log=print)
         out: where to write the ``.tflite``; the golden trace goes next to it as ``<stem>.golden.npz``.
         config: the conversion options. ``quant="auto"`` converts int8 and keeps it when it holds its tolerance;
             otherwise it tries int16x8 and dynamic-range and keeps the smallest file that does (see ``_convert_auto``).
-        log: where progress and the parity table go (``None`` for silence).
+        log: where the steps taken and the parity table go, a line at a time (``None`` for silence).
+        progress: ``progress(what, done=None, total=None)``, told how far the long work is (calibration, the
+            converter, parity) as it goes; ``statelite.progress.TerminalProgress`` draws it on a terminal. None: not
+            told.
 
     Returns:
         A ``ConvertResult`` (the file is written even when parity fails, so it can be inspected).
@@ -286,10 +290,12 @@ def convert(model_path, out, config: ConvertConfig = ConvertConfig(), log=print)
         CheckFailed: parity outside the mode's tolerance (with ``config.check_parity``).
     """
     log = log or (lambda *a, **k: None)
+    progress = progress or no_progress
+    progress("loading the model")
     source = load_source(model_path)
     if config.quant is Quant.AUTO:
-        return _convert_auto(source, Path(out), config, log)
-    return _convert_one(source, Path(out), config, log)
+        return _convert_auto(source, Path(out), config, log, progress)
+    return _convert_one(source, Path(out), config, log, progress)
 
 
 def _forecast_ratio(parity: dict) -> float | None:
@@ -298,7 +304,7 @@ def _forecast_ratio(parity: dict) -> float | None:
     return parity["forecast_rmse_tflite"] / max(parity["forecast_rmse_keras"], 1e-12)
 
 
-def _convert_auto(source: Source, out: Path, config: ConvertConfig, log) -> ConvertResult:
+def _convert_auto(source: Source, out: Path, config: ConvertConfig, log, progress=no_progress) -> ConvertResult:
     """``--quant auto``: int8 when it holds its tolerance (integer-only, the fastest on integer hardware), else the
     smallest file among int16x8 and dynamic-range that does.
 
@@ -314,7 +320,8 @@ def _convert_auto(source: Source, out: Path, config: ConvertConfig, log) -> Conv
         for quant in AUTO_CANDIDATES:
             try:
                 candidate = dataclasses.replace(config, quant=quant, check_parity=False)
-                result = _convert_one(source, work / f"{quant.value}.tflite", candidate, log=None)
+                result = _convert_one(source, work / f"{quant.value}.tflite", candidate, log=None,
+                                      progress=_labelled(progress, f"auto, {quant.value}: "))
             except (BadInputError, IncompatibleModelError) as exc:  # an option or target that mode cannot serve
                 tried.append({"quant": quant.value, "skipped": str(exc)})
                 log(f"auto: {quant.value} skipped: {exc}")
@@ -359,7 +366,12 @@ def _output_headroom(config: ConvertConfig) -> float:
     return config.headroom if config.quant is Quant.INT16X8 else 1.0
 
 
-def _convert_one(source: Source, out: Path, config: ConvertConfig, log) -> ConvertResult:
+def _labelled(progress, prefix: str):
+    """``progress`` with every ``what`` prefixed (auto's candidates)."""
+    return lambda what, done=None, total=None: progress(prefix + what, done, total)
+
+
+def _convert_one(source: Source, out: Path, config: ConvertConfig, log, progress=no_progress) -> ConvertResult:
     log = log or (lambda *a, **k: None)
     transform = graph_transform(source, config.quant)
     step_fn, names = build_step_function(source.layers, source.head, source.n_features, config.batch, transform)
@@ -380,9 +392,14 @@ def _convert_one(source: Source, out: Path, config: ConvertConfig, log) -> Conve
         where = "the training split" if len(cals) == 1 else f"the training splits of {len(cals)} series"
         log(f"calibrating on {steps} steps of {where} (headroom {config.headroom:g}x)")
         samples = []
-        for cal in cals:  # each series rolled from a zero state, its share of the steps
-            share = max(1, round(steps * len(cal) / total))
-            samples += calibration_samples(step_fn, shapes, cal, config.batch, share, config.headroom)
+        shares = [max(1, round(steps * len(cal) / total)) for cal in cals]
+        rolled = sum(min(s, len(c)) for s, c in zip(shares, cals)) * (2 if config.headroom > 1 else 1)
+        for cal, share in zip(cals, shares):  # each series rolled from a zero state, its share of the steps
+            samples += calibration_samples(
+                step_fn, shapes, cal, config.batch, share, config.headroom,
+                progress=lambda done, base=len(samples): progress("calibration: rolling the float model", base + done,
+                                                                  rolled),
+            )
         calibration = calibration_summary(samples, steps, config.headroom)
         if config.chunk > 1:
             # Several signatures: the calibrator wants (signature key, inputs by name) for every sample.
@@ -393,7 +410,7 @@ def _convert_one(source: Source, out: Path, config: ConvertConfig, log) -> Conve
         f"converting {source.origin} -> {out} (quant={config.quant.value}, io={config.io.value}, "
         f"batch={config.batch}, chunk={config.chunk})"
     )
-    model = to_tflite(functions, config, samples)
+    model = to_tflite(functions, config, samples, progress)
     info = read_tflite(model, source=str(out))
     check_graph(info)
     check_target(info, config.target, config.quant)
@@ -401,6 +418,7 @@ def _convert_one(source: Source, out: Path, config: ConvertConfig, log) -> Conve
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = source.parity_rows.astype(np.float64)
     parity_transform = key_transform(source, transform, source.parity_key)
+    progress("parity: the Keras model's outputs")
     keras_y = parity_transform.outputs(
         parity_mod.keras_sequence_outputs(
             source.keras_model, graph_inputs(source, parity_transform, rows, source.parity_times, scaled=True)
@@ -415,7 +433,7 @@ def _convert_one(source: Source, out: Path, config: ConvertConfig, log) -> Conve
     times = _times_arg(source)
     where = f" of series {source.parity_key!r}" if source.parity_key is not None else ""
     log(f"proving parity over {len(rows)} test steps{where}")
-    tflite_y = runner.run(xs, chunked=False, **times)  # the device's path: one step per call
+    tflite_y = _run_with_progress(runner, xs, times, progress)  # the device's path: one step per call
     scale = parity_mod.normalising_scale(parity_transform, keras_y, scaled=source.scaler.kind != "none")
     metrics = parity_mod.parity_metrics(tflite_y, keras_y, scale, source.parity_truth, source.horizon)
     check_forecast = source.parity_truth is not None
@@ -433,6 +451,18 @@ def _convert_one(source: Source, out: Path, config: ConvertConfig, log) -> Conve
     written = _Written(model, metadata, parity, problems, rows, keras_y, scale, tol, config, source.parity_key,
                        source.parity_times if source.calendar else None)
     return written.write(out, log)
+
+
+def _run_with_progress(runner, xs: np.ndarray, times: dict, progress, block: int = 256) -> np.ndarray:
+    """``runner.run(xs, chunked=False)`` in blocks of rows, telling ``progress`` (the runner carries its state
+    across calls, so the outputs are those of one call)."""
+    outs = []
+    for start in range(0, len(xs), block):
+        progress("parity: stepping the .tflite", start, len(xs))
+        part = {k: v[start:start + block] for k, v in times.items()}
+        outs.append(runner.run(xs[start:start + block], chunked=False, **part))
+    progress("parity: stepping the .tflite", len(xs), len(xs))
+    return np.concatenate(outs, axis=0)
 
 
 @dataclasses.dataclass(frozen=True)

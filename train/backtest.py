@@ -250,7 +250,8 @@ def fold_source(source: P.PanelSource, cuts: dict[object, int]) -> P.PanelSource
     return dataclasses.replace(source, load=lambda key: _cut(source.load(key), cuts[key]))
 
 
-def backtest(config: TrainConfig, folds: int, *, log: Callable[[str], None] | None = None) -> BacktestResult:
+def backtest(config: TrainConfig, folds: int, *, log: Callable[[str], None] | None = None,
+             progress: Callable[..., None] | None = None) -> BacktestResult:
     """Train and score ``folds`` chronological folds of the data ``config`` names (rolling origin, expanding window).
 
     Fold ``k`` is ``train(config, source=...)`` on every series cut to its first ``n_k`` rows, written to
@@ -261,6 +262,7 @@ def backtest(config: TrainConfig, folds: int, *, log: Callable[[str], None] | No
         config: what to train and on what; ``config.out`` is the backtest's folder.
         folds: how many folds, at least 2.
         log: called with a line per fold (and the trainer's epoch lines and warnings). None: silent.
+        progress: passed to each fold's ``train``, its work named with the fold (see ``train``).
 
     Returns:
         A ``BacktestResult`` (the same figures are in ``backtest.json``). On a multi-worker worker other than the
@@ -296,7 +298,9 @@ def backtest(config: TrainConfig, folds: int, *, log: Callable[[str], None] | No
                 f"test [{b}, {n}))")
         tick = time.perf_counter()
         try:
-            result = train(fold_config, log=log, source=fold_source(source, cuts))
+            told = progress and (lambda what, done=None, total=None, k=k: progress(f"fold {k}/{folds}, {what}", done,
+                                                                                   total))
+            result = train(fold_config, log=log, source=fold_source(source, cuts), progress=told)
         except BadInputError as exc:
             raise BadInputError(f"fold {k} of {folds} (the first {total} rows): {exc}") from None
         if "test" not in result.metrics:  # a multi-worker worker other than the chief

@@ -22,6 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from statelite.errors import BadInputError, IncompatibleModelError
+from statelite.progress import no_progress
 
 from . import data as D
 from . import panel as P
@@ -95,7 +96,7 @@ def _errors(forecast: np.ndarray, actual: np.ndarray) -> dict[str, float]:
 
 
 def train(config: TrainConfig, *, log: Callable[[str], None] | None = None,
-          source: P.PanelSource | None = None) -> TrainResult:
+          source: P.PanelSource | None = None, progress: Callable[..., None] | None = None) -> TrainResult:
     """Train a forecaster and write its run folder (``config.out``).
 
     Args:
@@ -104,6 +105,9 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None,
             (the model no better than persistence, with its likely causes; see ``diagnose``). None: silent.
         source: the series to train on instead of those ``config.data`` names (``statelite.train.backtest`` passes
             each fold's cut of them).
+        progress: ``progress(what, done=None, total=None)``, told how far the long work is (reading the data, each
+            epoch's batches through a Keras callback, validation, scoring the test split); the chief's only.
+            ``statelite.progress.TerminalProgress`` draws it on a terminal. None: not told (and no callback).
 
     Returns:
         A ``TrainResult``; the same figures, the diagnostics and the timing are in ``run.json``.
@@ -117,6 +121,8 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None,
     if out.exists() and not out.is_dir():
         raise BadInputError(f"expected a folder for the run, Received: out={str(out)!r} is a file")
 
+    tell = progress or no_progress
+    tell("reading the data")
     source = source if source is not None else P.open_source(config)
     kept: dict = {}  # the series kept in series.npz: all of a single-series run, the first few of a panel
 
@@ -179,12 +185,15 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None,
         tick = time.perf_counter()
         dataset = pipeline.training_dataset(source, mine, config, rng, local_batch, n_inputs, n_outputs, steps)
         if step is None:
-            fit = model.fit(dataset, epochs=1, shuffle=False, verbose=0)
+            callbacks = [_batch_progress(progress, f"epoch {epoch}/{config.epochs}", dataset)] if progress else []
+            fit = model.fit(dataset, epochs=1, shuffle=False, verbose=0, callbacks=callbacks)
             loss = float(fit.history["loss"][0])
         else:
             losses = dist.run_epoch(worker, step, dataset)
             loss = float(np.mean(losses)) if losses else math.nan
         windows_seen += train_chunks
+        if worker.chief:
+            tell(f"epoch {epoch}/{config.epochs}: validation loss")
         val_loss = _validation_loss(model, source, mine, config, worker, val_batches)
         history.append({"epoch": epoch, "loss": loss, "val_loss": val_loss})
         improved = val_loss < best_loss
@@ -226,9 +235,11 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None,
     first = kept[first_key]
     first_member = next(m for m in members if m.key == first_key)
     streamed = _Streamed(model, source, config, kept)
+    tell("scoring the test split" + (f" of {len(members)} series" if panel else ""))
     tests = _evaluate_members(streamed, members)
     per_series = {str(m.key): t for m, t in zip(members, tests)}
     test = tests[0] if not panel else pooled_metrics(tests)
+    tell("calibrating the prediction intervals")
     monitoring = _panel_monitoring(streamed, members, panel)
     sampling = _sampling(first)
     test["coverage"] = monitoring.pop("coverage")
@@ -247,6 +258,7 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None,
     split = (first_member.a, first_member.b)
     diagnostics = diagnose(first if not panel else None, split, config, metrics, history)
 
+    tell("writing the run folder")
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / MODEL_FILE)
     _write_history(out / HISTORY_FILE, history)
@@ -293,6 +305,21 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None,
         for paragraph in diagnostics_text(diagnostics):
             log(paragraph)
     return TrainResult(out, config, metrics, tuple(history), seconds, fit_seconds, tuple(diagnostics), model)
+
+
+def _batch_progress(progress, what: str, dataset):
+    """A Keras callback telling ``progress`` each batch of one epoch's ``fit`` (its total from the dataset's known
+    cardinality, else none)."""
+    import keras
+
+    n = int(dataset.cardinality())
+    total = n if n > 0 else None
+
+    class BatchProgress(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            progress(what, batch + 1, total)
+
+    return BatchProgress()
 
 
 # series.npz keeps every row of a single-series run, and of a panel the first series up to these bounds: what

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from ..progress import TerminalProgress
 from ._common import quiet_tensorflow
 from .train import train_options
 
@@ -37,7 +38,9 @@ def backtest(data, quiet, folds, **options):
     if "calendar" in given:
         given["calendar"] = tuple(part.strip() for part in given["calendar"].split(",") if part.strip())
     config = TrainConfig.co2(**given) if data is None else TrainConfig(data=data, **given)
-    result = run_backtest(config, folds, log=None if quiet else click.echo)
+    with TerminalProgress(enabled=not quiet) as progress:
+        result = run_backtest(config, folds, log=None if quiet else progress.wrap(click.echo),
+                              progress=progress if progress.active else None)
     if not result.folds:
         click.echo(f"worker done in {result.seconds:.1f}s; the chief (worker 0) writes the backtest")
         return

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..options import IO, Quant, Target, choices
+from ..progress import TerminalProgress
 from ._common import quiet_tensorflow
 
 
@@ -30,11 +31,14 @@ from ._common import quiet_tensorflow
                    "int16x8 4].")
 @click.option("--golden-steps", type=int, default=200, show_default=True, help="Test-split steps in the golden trace.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), metavar="MODEL.tflite", help="File to write.")
-def convert(model, quant, io, batch, chunk, target, calibration_steps, calibration_headroom, golden_steps, out):
+@click.option("--quiet", "-q", is_flag=True,
+              help="Print only the result line: no progress, no steps, no parity table (a failure still says why).")
+def convert(model, quant, io, batch, chunk, target, calibration_steps, calibration_headroom, golden_steps, out, quiet):
     """Convert a run folder (or a .keras model) to a one-step TFLite graph with named state.
 
     Prints the parity table of the .tflite against the Keras model over the whole test split (exit 1 when it is
-    outside the mode's tolerance) and writes MODEL.golden.npz beside the model for 'statelite verify'.
+    outside the mode's tolerance) and writes MODEL.golden.npz beside the model for 'statelite verify'. On a
+    terminal, one line shows how far the long steps are (calibration, the converter, parity).
     """
     quiet_tensorflow()
     from statelite.convert import ConvertConfig
@@ -43,7 +47,14 @@ def convert(model, quant, io, batch, chunk, target, calibration_steps, calibrati
     config = ConvertConfig(quant=quant, io=io, batch=batch, chunk=chunk, target=target,
                            calibration_steps=calibration_steps, calibration_headroom=calibration_headroom,
                            golden_steps=golden_steps)
-    run_convert(model, out, config, log=click.echo)
+    with TerminalProgress(enabled=not quiet) as progress:
+        result = run_convert(model, out, config, log=None if quiet else progress.wrap(click.echo),
+                             progress=progress if progress.active else None)
+    if quiet:
+        p = result.parity
+        click.echo(f"wrote {result.path} ({result.path.stat().st_size:,} bytes, {result.metadata.quant}) and "
+                   f"{result.golden_path}: parity {'PASS' if result.passed else 'FAIL'}, max abs {p['max_abs_norm']:.3g} "
+                   f"normalised")
 
 
 @click.command()
@@ -52,47 +63,51 @@ def convert(model, quant, io, batch, chunk, target, calibration_steps, calibrati
 def quickstart(out, epochs):
     """Train on the bundled CO2 data, convert (float32, int8), verify and bench both, and print a summary."""
     quiet_tensorflow()
+    with TerminalProgress() as progress:
+        _quickstart(Path(out), epochs, progress if progress.active else None, progress.wrap(click.echo))
+
+
+def _quickstart(out: Path, epochs, progress, echo) -> None:
     from statelite.convert import ConvertConfig
     from statelite.convert import convert as run_convert
     from statelite.train import TrainConfig
     from statelite.train import train as run_training
     from statelite.verify import verify
 
-    out = Path(out)
-    click.echo(f"== train (bundled Mauna Loa CO2) -> {out / 'run'}")
+    echo(f"== train (bundled Mauna Loa CO2) -> {out / 'run'}")
     overrides = {"epochs": epochs} if epochs else {}
-    result = run_training(TrainConfig.co2(out=str(out / "run"), **overrides), log=click.echo)
+    result = run_training(TrainConfig.co2(out=str(out / "run"), **overrides), log=echo, progress=progress)
     test = result.metrics["test"]
     rows = []
     for quant in ("float32", "int8"):
         path = out / f"co2_{quant}.tflite"
-        click.echo(f"== convert {quant} -> {path}")
-        conv = run_convert(out / "run", path, ConvertConfig(quant=quant), log=click.echo)
-        click.echo(f"== verify {path}")
+        echo(f"== convert {quant} -> {path}")
+        conv = run_convert(out / "run", path, ConvertConfig(quant=quant), log=echo, progress=progress)
+        echo(f"== verify {path}")
         report = verify(path)
-        click.echo(report.format())
-        click.echo(f"== bench {path} (in a separate process without TensorFlow, as on a device)")
+        echo(report.format())
+        echo(f"== bench {path} (in a separate process without TensorFlow, as on a device)")
         b = _device_bench(path)
-        click.echo(b.format())
+        echo(b.format())
         rows.append((quant, conv, report, b))
-    click.echo("\nsummary (test split, raw units: ppm CO2)")
-    click.echo(f"  keras   windowed RMSE {test['windowed']['rmse']:.4f}  streaming RMSE {test['streaming']['rmse']:.4f}  "
+    echo("\nsummary (test split, raw units: ppm CO2)")
+    echo(f"  keras   windowed RMSE {test['windowed']['rmse']:.4f}  streaming RMSE {test['streaming']['rmse']:.4f}  "
                f"persistence RMSE {test['persistence']['rmse']:.4f}")
     coverage = test.get("coverage")
     if coverage:
         shares = ", ".join(f"{float(level):.0%}: {v:.1%}" for level, v in coverage["adaptive"].items())
-        click.echo(f"  prediction interval coverage {shares} (statelite run --intervals 0.9 --anomaly adds them)")
+        echo(f"  prediction interval coverage {shares} (statelite run --intervals 0.9 --anomaly adds them)")
     header = (f"  {'model':<8} {'size':>8} {'forecast RMSE':>14} {'max abs vs keras':>17} {'verify':>7} "
               f"{'median us/step':>15} {'device RSS':>11}")
-    click.echo(header)
+    echo(header)
     for quant, conv, report, b in rows:
         rss = f"{b.peak_rss_kib / 1024:.1f} MiB" if b.peak_rss_kib is not None else "unknown"
-        click.echo(
+        echo(
             f"  {quant:<8} {conv.path.stat().st_size:>8} {conv.parity.get('forecast_rmse_tflite', float('nan')):>14.4f} "
             f"{conv.parity['max_abs']:>17.3g} {'PASS' if report.passed else 'FAIL':>7} {b.median_us:>15.1f} {rss:>11}"
         )
-    click.echo("  (device RSS: the peak memory of the bench process, which loads statelite and the interpreter only)")
-    click.echo(f"artifacts in {out}/")
+    echo("  (device RSS: the peak memory of the bench process, which loads statelite and the interpreter only)")
+    echo(f"artifacts in {out}/")
 
 
 def _device_bench(path: Path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from ..options import CalendarFeature, Cell, Fill, ScalerKind, Strategy, choices
+from ..progress import TerminalProgress
 from ._common import quiet_tensorflow
 
 
@@ -55,7 +56,7 @@ _TRAIN_OPTIONS = [
     click.option("--test-fraction", type=float, help="Test share of the rows (the last ones).  [default: 0.15]"),
     click.option("--seed", type=int, help="Seed for weights, chunk order and dropout.  [default: 0]"),
     click.option("--out", required=True, type=click.Path(file_okay=False), metavar="RUN_DIR", help="Run folder to write."),
-    click.option("--quiet", "-q", is_flag=True, help="No per-epoch progress lines."),
+    click.option("--quiet", "-q", is_flag=True, help="No progress: no per-epoch lines, no progress line on a terminal."),
 ]
 
 
@@ -87,7 +88,9 @@ def train(data, quiet, **options):
     if "calendar" in given:
         given["calendar"] = tuple(part.strip() for part in given["calendar"].split(",") if part.strip())
     config = TrainConfig.co2(**given) if data is None else TrainConfig(data=data, **given)
-    result = run_training(config, log=None if quiet else click.echo)
+    with TerminalProgress(enabled=not quiet) as progress:
+        result = run_training(config, log=None if quiet else progress.wrap(click.echo),
+                              progress=progress if progress.active else None)
     if quiet:  # the epoch lines are progress; a warning about the result is not
         from statelite.train.trainer import diagnostics_text
 
