@@ -76,10 +76,12 @@ def test_a_printed_line_erases_the_progress_line_first(terminal):
 
 def test_work_without_a_total_ticks_its_elapsed_time(terminal):
     master, slave = terminal
+    out, deadline = "", time.monotonic() + 10
     with TerminalProgress(fd=slave, interval=0) as progress:
         progress("the TFLite converter")
-        time.sleep(1.2)
-    out = _read_all(master)
+        while "converter  1 s" not in out and time.monotonic() < deadline:  # redrawn every 0.5 s by a thread
+            out += _read_all(master, 0.1)
+    out += _read_all(master)
     assert "the TFLite converter  1 s" in out and out.endswith(ERASE)
 
 
