@@ -13,7 +13,7 @@ import statelite
 from statelite.errors import BadInputError, CheckFailed, IncompatibleModelError
 from statelite.golden import GOLDEN_FORMAT_VERSION, golden_path_for, monitor_trace, write_golden
 from statelite.metadata import InputRange, ModelMetadata, Quantization, Scaler, StateSpec, TensorSpec
-from statelite.progress import no_progress
+from statelite.progress import no_progress, prefixed
 from statelite.tflite_file import read_tflite
 from statelite.transform import Transform
 
@@ -321,7 +321,7 @@ def _convert_auto(source: Source, out: Path, config: ConvertConfig, log, progres
             try:
                 candidate = dataclasses.replace(config, quant=quant, check_parity=False)
                 result = _convert_one(source, work / f"{quant.value}.tflite", candidate, log=None,
-                                      progress=_labelled(progress, f"auto, {quant.value}: "))
+                                      progress=prefixed(progress, f"auto, {quant.value}: "))
             except (BadInputError, IncompatibleModelError) as exc:  # an option or target that mode cannot serve
                 tried.append({"quant": quant.value, "skipped": str(exc)})
                 log(f"auto: {quant.value} skipped: {exc}")
@@ -364,11 +364,6 @@ def _output_headroom(config: ConvertConfig) -> float:
     """How much to widen the forecast tensor's calibrated range: the calibration headroom, for int16 activations
     only (int8 would pay for it in resolution everywhere, int16 does not measurably)."""
     return config.headroom if config.quant is Quant.INT16X8 else 1.0
-
-
-def _labelled(progress, prefix: str):
-    """``progress`` with every ``what`` prefixed (auto's candidates)."""
-    return lambda what, done=None, total=None: progress(prefix + what, done, total)
 
 
 def _convert_one(source: Source, out: Path, config: ConvertConfig, log, progress=no_progress) -> ConvertResult:

@@ -26,6 +26,13 @@ def no_progress(what: str, done: int | None = None, total: int | None = None) ->
     """The ``progress`` that shows nothing (library calls without a terminal)."""
 
 
+def prefixed(progress: Callable[..., None] | None, prefix: str) -> Callable[..., None] | None:
+    """``progress`` with ``prefix`` put before every ``what`` (a backtest's fold, an auto candidate); None stays None."""
+    if progress is None:
+        return None
+    return lambda what, done=None, total=None: progress(prefix + what, done, total)
+
+
 class TerminalProgress:
     """``progress(what, done, total)`` drawn as one line on the terminal behind ``fd`` (default: stderr).
 
@@ -55,6 +62,12 @@ class TerminalProgress:
     def active(self) -> bool:
         """Whether anything is drawn (a terminal, not quiet)."""
         return self._fd is not None
+
+    @property
+    def reporter(self) -> TerminalProgress | None:
+        """This object when it draws, else None: what the commands pass as ``progress``, so that without a terminal
+        the library does no progress work at all (``train`` then adds no Keras callback)."""
+        return self if self.active else None
 
     def __call__(self, what: str, done: int | None = None, total: int | None = None) -> None:
         if self._fd is None:

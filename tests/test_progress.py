@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from statelite.progress import TerminalProgress, no_progress
+from statelite.progress import TerminalProgress, no_progress, prefixed
 
 ERASE = "\r\x1b[K"
 
@@ -101,6 +101,16 @@ def test_nothing_is_written_into_a_pipe_or_when_quiet(terminal):
         progress("x", 1, 2)
     assert _read_all(master) == ""
     no_progress("x", 1, 2)  # the library default: does nothing
+    assert TerminalProgress(enabled=False, fd=slave).reporter is None
+
+
+def test_prefixed_names_the_work_and_keeps_none(terminal):
+    master, slave = terminal
+    with TerminalProgress(fd=slave, interval=0) as progress:
+        assert progress.reporter is progress
+        prefixed(progress.reporter, "fold 2/4, ")("epoch 1/9", 1, 2)
+    assert ERASE + "fold 2/4, epoch 1/9 1/2 (50%)" in _read_all(master)
+    assert prefixed(None, "fold 1/4, ") is None
 
 
 def test_a_terminal_that_goes_away_stops_the_line_and_nothing_else(terminal):

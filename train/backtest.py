@@ -25,6 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from statelite.errors import BadInputError
+from statelite.progress import prefixed
 
 from . import data as D
 from . import panel as P
@@ -298,9 +299,8 @@ def backtest(config: TrainConfig, folds: int, *, log: Callable[[str], None] | No
                 f"test [{b}, {n}))")
         tick = time.perf_counter()
         try:
-            told = progress and (lambda what, done=None, total=None, k=k: progress(f"fold {k}/{folds}, {what}", done,
-                                                                                   total))
-            result = train(fold_config, log=log, source=fold_source(source, cuts), progress=told)
+            result = train(fold_config, log=log, source=fold_source(source, cuts),
+                           progress=prefixed(progress, f"fold {k}/{folds}, "))
         except BadInputError as exc:
             raise BadInputError(f"fold {k} of {folds} (the first {total} rows): {exc}") from None
         if "test" not in result.metrics:  # a multi-worker worker other than the chief

@@ -10,7 +10,7 @@ import click
 
 from ..progress import TerminalProgress
 from ._common import quiet_tensorflow
-from .train import train_options
+from .train import train_config, train_options
 
 
 @click.command()
@@ -31,16 +31,12 @@ def backtest(data, quiet, folds, **options):
     OUT/fold-K' converts the model trained on all the data).
     """
     quiet_tensorflow()
-    from statelite.train import TrainConfig
     from statelite.train.backtest import backtest as run_backtest
 
-    given = {key: value for key, value in options.items() if value not in (None, ())}
-    if "calendar" in given:
-        given["calendar"] = tuple(part.strip() for part in given["calendar"].split(",") if part.strip())
-    config = TrainConfig.co2(**given) if data is None else TrainConfig(data=data, **given)
+    config = train_config(data, options)
     with TerminalProgress(enabled=not quiet) as progress:
         result = run_backtest(config, folds, log=None if quiet else progress.wrap(click.echo),
-                              progress=progress if progress.active else None)
+                              progress=progress.reporter)
     if not result.folds:
         click.echo(f"worker done in {result.seconds:.1f}s; the chief (worker 0) writes the backtest")
         return

@@ -49,7 +49,7 @@ def convert(model, quant, io, batch, chunk, target, calibration_steps, calibrati
                            golden_steps=golden_steps)
     with TerminalProgress(enabled=not quiet) as progress:
         result = run_convert(model, out, config, log=None if quiet else progress.wrap(click.echo),
-                             progress=progress if progress.active else None)
+                             progress=progress.reporter)
     if quiet:
         p = result.parity
         click.echo(f"wrote {result.path} ({result.path.stat().st_size:,} bytes, {result.metadata.quant}) and "
@@ -64,7 +64,7 @@ def quickstart(out, epochs):
     """Train on the bundled CO2 data, convert (float32, int8), verify and bench both, and print a summary."""
     quiet_tensorflow()
     with TerminalProgress() as progress:
-        _quickstart(Path(out), epochs, progress if progress.active else None, progress.wrap(click.echo))
+        _quickstart(Path(out), epochs, progress.reporter, progress.wrap(click.echo))
 
 
 def _quickstart(out: Path, epochs, progress, echo) -> None:

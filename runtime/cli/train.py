@@ -60,6 +60,17 @@ _TRAIN_OPTIONS = [
 ]
 
 
+def train_config(data, options: dict):
+    """The ``TrainConfig`` of DATA and the options of ``train_options`` (without DATA: the bundled CO2 preset, the
+    options given overriding it)."""
+    from statelite.train import TrainConfig
+
+    given = {key: value for key, value in options.items() if value not in (None, ())}
+    if "calendar" in given:
+        given["calendar"] = tuple(part.strip() for part in given["calendar"].split(",") if part.strip())
+    return TrainConfig.co2(**given) if data is None else TrainConfig(data=data, **given)
+
+
 def train_options(command):
     """Decorate ``command`` with DATA and every option of ``statelite train`` (``statelite backtest`` shares them)."""
     for option in reversed(_TRAIN_OPTIONS):
@@ -81,16 +92,12 @@ def train(data, quiet, **options):
     loss.png and forecast.png; 'statelite convert RUN_DIR' reads it.
     """
     quiet_tensorflow()
-    from statelite.train import TrainConfig
     from statelite.train import train as run_training
 
-    given = {key: value for key, value in options.items() if value not in (None, ())}
-    if "calendar" in given:
-        given["calendar"] = tuple(part.strip() for part in given["calendar"].split(",") if part.strip())
-    config = TrainConfig.co2(**given) if data is None else TrainConfig(data=data, **given)
+    config = train_config(data, options)
     with TerminalProgress(enabled=not quiet) as progress:
         result = run_training(config, log=None if quiet else progress.wrap(click.echo),
-                              progress=progress if progress.active else None)
+                              progress=progress.reporter)
     if quiet:  # the epoch lines are progress; a warning about the result is not
         from statelite.train.trainer import diagnostics_text
 
